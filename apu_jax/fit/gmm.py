@@ -8,10 +8,10 @@ For a body pose θ (63-D: 21 SMPL-X body joints × axis-angle, no global orienta
 i.e. the negative log-density of the best single component, up to the constant ½ min_j log det Σ_j that
 SMPLify's `MaxMixturePrior` (merged form) subtracts. Two sources:
 
-- an SMPLify `gmm_08.pkl` (69-D SMPL body pose; non-commercial, never bundled): truncated to the 63 SMPL-X body
-  dims as BUDDI does. SMPL-X body joints 1–21 are SMPL joints 1–21 in the same order, so slicing drops SMPL's
-  two hand joints. P_k is the inverse of the *sliced* 63×63 covariance (the marginal), but the constants keep
-  the full 69-D determinants and D_c = 69, exactly as BUDDI, so values match it.
+- an SMPLify `gmm_08.pkl` (69-D SMPL body pose; non-commercial, never bundled): truncated to the 63
+  SMPL-X body dims as BUDDI does. SMPL-X body joints 1–21 are SMPL joints 1–21 in the same order, so slicing
+  drops SMPL's two hand joints. P_k is the inverse of the *sliced* 63×63 covariance (the marginal), but the
+  constants keep the full 69-D determinants and D_c = 69, exactly as BUDDI, so values match it.
 - our npz (`apu_jax/data/gmm_cmu_08.npz`, fitted on CMU mocap; see `apu_jax/mocap/build_gmm.py`): 63-D
   natively, constants with its own determinants and D_c = 63.
 

@@ -1,10 +1,10 @@
 """BVH motion-capture files: parse HIERARCHY/MOTION and run forward kinematics to world positions.
 
-A BVH file declares a tree of joints, each with an OFFSET (translation from its parent's pivot, expressed in the
-parent's frame, in file units) and a list of CHANNELS read per frame from the MOTION block. Rotation channels
-are Euler angles in degrees applied in the order declared: `CHANNELS 3 Zrotation Yrotation Xrotation` means
-`R_local = Rz(z) @ Ry(y) @ Rx(x)`, so a child's offset is rotated by X first, then Y, then Z. Position channels
-(usually only on the root) are added to the joint's OFFSET. A joint's world frame is
+A BVH file declares a tree of joints, each with an OFFSET (translation from its parent's pivot, expressed in
+the parent's frame, in file units) and a list of CHANNELS read per frame from the MOTION block. Rotation
+channels are Euler angles in degrees applied in the order declared: `CHANNELS 3 Zrotation Yrotation Xrotation`
+means `R_local = Rz(z) @ Ry(y) @ Rx(x)`, so a child's offset is rotated by X first, then Y, then Z. Position
+channels (usually only on the root) are added to the joint's OFFSET. A joint's world frame is
 `G_j = G_parent(j) @ [R_local_j | offset_j + position_channels_j]`; its pivot is the translation of `G_j`.
 "End Site" blocks are kept as extra nodes named `"<parent>/End"` (no channels, identity rotation).
 
