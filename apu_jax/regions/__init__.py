@@ -1,1 +1,57 @@
-"""apu-jax."""
+"""Keypoint formats and body-surface contact regions for SMPL-X-layout models."""
+
+from apu_jax.regions.keypoints import (
+    BODY25_NAMES,
+    COCO17_NAMES,
+    COCO23_NAMES,
+    COCO23_TO_BODY25,
+    MODEL_TO_BODY25,
+    MODEL_TO_COCO17,
+    MODEL_TO_COCO23,
+    coco_to_body25,
+    convert_keypoints,
+    model_to_keypoint_indices,
+    part_keypoints,
+)
+from apu_jax.regions.regions import (
+    RegionSet,
+    farthest_point_order,
+    generate_regions,
+    load_contact_regions_json,
+    load_regions,
+    region_pair_min_distance,
+    region_points,
+    vertex_region_owner,
+    vocabulary_table,
+    vocabulary_to_regions,
+)
+from apu_jax.regions.vocabulary import APU_PARTS, CENTRAL_PARTS, PART_SIDES, normalise_part, normalise_side
+
+__all__ = [
+    "APU_PARTS",
+    "BODY25_NAMES",
+    "CENTRAL_PARTS",
+    "COCO17_NAMES",
+    "COCO23_NAMES",
+    "COCO23_TO_BODY25",
+    "MODEL_TO_BODY25",
+    "MODEL_TO_COCO17",
+    "MODEL_TO_COCO23",
+    "PART_SIDES",
+    "RegionSet",
+    "coco_to_body25",
+    "convert_keypoints",
+    "farthest_point_order",
+    "generate_regions",
+    "load_contact_regions_json",
+    "load_regions",
+    "model_to_keypoint_indices",
+    "normalise_part",
+    "normalise_side",
+    "part_keypoints",
+    "region_pair_min_distance",
+    "region_points",
+    "vertex_region_owner",
+    "vocabulary_table",
+    "vocabulary_to_regions",
+]
