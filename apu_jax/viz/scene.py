@@ -27,6 +27,7 @@ class PairScene:
     image: np.ndarray | None = None  # (H, W, 3) uint8 RGB, or None when the pair has no (readable) image
     keypoints: np.ndarray | None = None  # (2, K, 3) detected x, y, confidence (0 = missing), pixels
     reprojected: np.ndarray | None = None  # (2, K, 2) fitted model keypoints projected with the fit camera
+    joints3d: np.ndarray | None = None  # (2, K, 3) fitted model keypoints, metres, camera frame
     contact_weight: np.ndarray | None = None  # (2, V) per-vertex contact weight in [0, 1] (max over contacts)
     contact_matrix: np.ndarray | None = None  # (R, R) soft contact map, person-0 region x person-1 region
     region_names: tuple[str, ...] = ()  # (R,) region names for contact_matrix
