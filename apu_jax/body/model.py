@@ -492,8 +492,10 @@ def forward(model: BodyModel, **params: jax.Array) -> dict[str, jax.Array]:
             raise ValueError(f"{key} has last dimension {value.shape[-1:]}, expected {zero.shape}")
         full[key] = value
         batch_shape = jnp.broadcast_shapes(batch_shape, value.shape[:-1])
+    count = int(np.prod(batch_shape))  # explicit: a zero-width parameter (no expression) can't use -1
     flat = {
-        k: jnp.broadcast_to(v, batch_shape + v.shape[-1:]).reshape(-1, v.shape[-1]) for k, v in full.items()
+        k: jnp.broadcast_to(v, batch_shape + v.shape[-1:]).reshape(count, v.shape[-1])
+        for k, v in full.items()
     }
     out = jax.vmap(forward_single, in_axes=(None, 0))(model, flat)
     return {k: v.reshape(batch_shape + v.shape[1:]) for k, v in out.items()}

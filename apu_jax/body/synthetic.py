@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apu_jax.body.model import NUM_FACE_LANDMARKS, NUM_JOINTS, SMPLX_PARENTS
+from apu_jax.body.model import NUM_FACE_LANDMARKS, NUM_JOINTS, SMPLX_EXTRA_VERTEX_IDS, SMPLX_PARENTS
 
 OFFICIAL_NUM_VERTICES = 10475
 OFFICIAL_NUM_FACES = 20908
@@ -98,6 +98,12 @@ def write_synthetic_smplx(
         else (OFFICIAL_NUM_FACES if num_vertices == OFFICIAL_NUM_VERTICES else 2 * num_vertices)
     )
     arrays = synthetic_smplx_arrays(num_vertices, faces, num_shape_dirs, seed)
+    if num_vertices <= max(SMPLX_EXTRA_VERTEX_IDS):
+        # smplx cannot load such a small file anyway; our loader takes the extra joints from this key and,
+        # as for our own model files, then treats every shape direction as a beta.
+        arrays["extra_vertex_ids"] = (
+            np.random.default_rng(seed + 2).choice(num_vertices, 21, replace=False).astype(np.int32)
+        )
     path = Path(path)
     np.savez(path, **arrays)
     if kid_template_path is not None:
