@@ -1,0 +1,177 @@
+"""BVH reader, forward kinematics, skeleton name maps and retargeting to the body model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from apu_jax.mocap.bvh import BvhError, euler_to_matrix, forward_kinematics, parse_bvh, read_bvh
+from apu_jax.mocap.skeletons import (
+    CGSPEED_UNIT_M,
+    SKELETON_MAPS,
+    SMPLX_BODY_JOINTS,
+    detect_convention,
+    mocap_targets,
+)
+
+DATA = Path(__file__).parent / "data"
+EXCERPTS = {
+    "cc": DATA / "cmu_cc_007_01_excerpt.bvh",
+    "asf": DATA / "cmu_asf_18_01_excerpt.bvh",
+    "mobu": DATA / "cmu_mobu_19_01_excerpt.bvh",
+}
+
+# A root with an unusual channel order and a child whose two rotations do not commute.
+TINY = """HIERARCHY
+ROOT root
+{
+  OFFSET 0 0 0
+  CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation
+  JOINT arm
+  {
+    OFFSET 0 10 0
+    CHANNELS 2 Xrotation Zrotation
+    End Site
+    {
+      OFFSET 5 0 0
+    }
+  }
+}
+MOTION
+Frames: 2
+Frame Time: 0.5
+1 2 3 90 0 0 90 90
+0 0 0 0 0 0 0 0
+"""
+
+
+def test_tiny_bvh_forward_kinematics_by_hand():
+    bvh = parse_bvh(TINY)
+    assert bvh.names == ("root", "arm", "arm/End")
+    assert list(bvh.parents) == [-1, 0, 1]
+    assert bvh.num_frames == 2 and bvh.frame_time == 0.5
+    pos, rot = forward_kinematics(bvh, scale=0.01)
+    # Frame 0: root at (1,2,3), Rz(90°) maps +Y to −X, so the arm pivot is (1,2,3) + (−10,0,0).
+    np.testing.assert_allclose(pos[0, 1], [-0.09, 0.02, 0.03], atol=1e-12)
+    # Arm: R = Rz(90) · Rx(90) · Rz(90) (channels applied in file order).
+    # (5,0,0) → Rz → (0,5,0) → Rx → (0,0,5) → root Rz leaves (0,0,5).
+    # The reversed order would give (−5,0,0) instead.
+    np.testing.assert_allclose(pos[0, 2], [-0.09, 0.02, 0.08], atol=1e-12)
+    np.testing.assert_allclose(rot[0, 2] @ [1.0, 0, 0], [0, 0, 1.0], atol=1e-12)
+    # Frame 1 is the rest pose: offsets simply add up.
+    np.testing.assert_allclose(pos[1], [[0, 0, 0], [0, 0.1, 0], [0.05, 0.1, 0]], atol=1e-12)
+    rest, _ = forward_kinematics(bvh, scale=0.01, rest=True)
+    np.testing.assert_allclose(rest[0], pos[1], atol=1e-12)
+
+
+def test_euler_to_matrix_matches_elementary_rotations():
+    rz = euler_to_matrix(np.array([90.0]), (2,))
+    np.testing.assert_allclose(rz @ [1.0, 0, 0], [0, 1, 0], atol=1e-12)
+    rx = euler_to_matrix(np.array([90.0]), (0,))
+    np.testing.assert_allclose(rx @ [0, 1.0, 0], [0, 0, 1], atol=1e-12)
+    ry = euler_to_matrix(np.array([90.0]), (1,))
+    np.testing.assert_allclose(ry @ [0, 0, 1.0], [1, 0, 0], atol=1e-12)
+    zyx = euler_to_matrix(np.array([30.0, 40.0, 50.0]), (2, 1, 0))
+    np.testing.assert_allclose(zyx, rz_(30) @ ry_(40) @ rx_(50), atol=1e-12)
+
+
+def rz_(deg):
+    c, s = np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def ry_(deg):
+    c, s = np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))
+    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+
+
+def rx_(deg):
+    c, s = np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))
+    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+_ONE_JOINT = "HIERARCHY\nROOT a\n{\nOFFSET 0 0 0\nCHANNELS 1 %s\n}\nMOTION\nFrames: %d\nFrame Time: 1\n%s"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("MOTION", "HIERARCHY"),
+        (_ONE_JOINT % ("Wrotation", 0, ""), "channel"),
+        (_ONE_JOINT % ("Xrotation", 2, "3"), "values"),
+        ("HIERARCHY\nROOT a\n{\nOFFSET 0 0\n", "OFFSET"),
+    ],
+)
+def test_malformed_bvh_raises(text, message):
+    with pytest.raises(BvhError, match=message):
+        parse_bvh(text)
+
+
+def test_read_bvh_missing_file(tmp_path):
+    with pytest.raises(BvhError, match="cannot read"):
+        read_bvh(tmp_path / "nope.bvh")
+
+
+@pytest.mark.parametrize("convention", ["cc", "asf", "mobu"])
+def test_excerpts_parse_detect_and_are_in_metres(convention):
+    bvh = read_bvh(EXCERPTS[convention])
+    assert detect_convention(bvh.names) == convention
+    assert bvh.num_frames == (12 if convention == "cc" else 30)
+    targets = mocap_targets(bvh)
+    joints = targets.joints
+    assert joints.shape == (bvh.num_frames, 22, 3)
+    j = {name: joints[:, i] for i, name in enumerate(SMPLX_BODY_JOINTS)}
+    # Adult proportions in metres, Y up: thigh and shin 0.35–0.55 m, pelvis 0.8–1.2 m above the ankles.
+    thigh = np.linalg.norm(j["left_knee"] - j["left_hip"], axis=-1)
+    shin = np.linalg.norm(j["left_ankle"] - j["left_knee"], axis=-1)
+    assert np.all((thigh > 0.35) & (thigh < 0.55)), thigh
+    assert np.all((shin > 0.35) & (shin < 0.55)), shin
+    height = j["pelvis"][:, 1] - 0.5 * (j["left_ankle"][:, 1] + j["right_ankle"][:, 1])
+    assert np.all((height > 0.8) & (height < 1.2)), height
+    assert np.all(j["head"][:, 1] > j["neck"][:, 1]) and np.all(j["neck"][:, 1] > j["pelvis"][:, 1])
+    # Left and right are not swapped: the hip and shoulder left-right axes agree, and the subject's left
+    # is to the left of their facing direction (toes ahead of the ankles).
+    hips = j["left_hip"] - j["right_hip"]
+    shoulders = j["left_shoulder"] - j["right_shoulder"]
+    assert np.all(np.sum(hips * shoulders, -1) > 0)
+    forward = 0.5 * (j["left_foot"] - j["left_ankle"] + j["right_foot"] - j["right_ankle"])
+    up = np.array([0.0, 1.0, 0.0])
+    assert np.all(np.sum(np.cross(up, forward) * hips, -1) > 0)  # up × forward points to the left
+    np.testing.assert_allclose(np.linalg.norm(targets.directions, axis=-1), 1.0, atol=1e-9)
+
+
+def test_cgspeed_unit_and_rest_orientations():
+    bvh = read_bvh(EXCERPTS["asf"])
+    assert SKELETON_MAPS["asf"].unit_scale == CGSPEED_UNIT_M == SKELETON_MAPS["mobu"].unit_scale
+    raw, _ = forward_kinematics(bvh, 1.0, frames=[0])
+    metres, _ = forward_kinematics(bvh, CGSPEED_UNIT_M, frames=[0])
+    np.testing.assert_allclose(metres, raw * CGSPEED_UNIT_M)
+    # Orientation targets are relative to the zero-channel rest pose: identity when evaluated on it.
+    zero = parse_bvh(EXCERPTS["asf"].read_text())
+    zero.motion[:] = 0.0
+    rest_targets = mocap_targets(zero, frames=[0])
+    identity = np.broadcast_to(np.eye(3), (7, 3, 3))
+    np.testing.assert_allclose(rest_targets.orientations[0], identity, atol=1e-12)
+
+
+@pytest.mark.parametrize("convention", ["cc", "asf", "mobu"])
+def test_name_maps_cover_all_22_body_joints(convention):
+    smap = SKELETON_MAPS[convention]
+    assert len(smap.joints) == 22 == len(SMPLX_BODY_JOINTS)
+    names = set(read_bvh(EXCERPTS[convention]).names)
+    for blend in smap.joints:
+        assert blend and abs(sum(w for _, w in blend) - 1.0) < 1e-9
+        assert all(n in names for n, _ in blend)
+    assert smap.node_names() <= names
+    # Left/right symmetric: every left joint's mocap names have their mirrored counterpart on the right.
+    for i, name in enumerate(SMPLX_BODY_JOINTS):
+        if name.startswith("left_"):
+            right = smap.joints[SMPLX_BODY_JOINTS.index("right_" + name[5:])]
+            assert len(right) == len(smap.joints[i]) and right != smap.joints[i]
+
+
+def test_unknown_skeleton_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown mocap skeleton"):
+        detect_convention(["Hips", "Spine", "Foo"])
