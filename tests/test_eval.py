@@ -120,6 +120,22 @@ def small_model(tmp_path_factory):
     return load_model(path)
 
 
+def _write_pairs(path: Path, ids: list[str], init: dict[str, np.ndarray], **extra: np.ndarray) -> Path:
+    """A pair set with every key FORMATS.md requires (keypoints are not used by the evaluation)."""
+    num = len(ids)
+    meta = {"format": "apu-pairset", "version": 1, "keypoint_format": "body25", "region_set": "default"}
+    arrays = {
+        "image_size": np.tile([640, 480], (num, 1)).astype(np.int32),
+        "keypoints": np.zeros((num, 2, 25, 3), np.float32),
+        "contact_pairs": np.full((num, 1, 2), -1, np.int32),
+        "contact_weights": np.zeros((num, 1), np.float32),
+        **{f"init_{k}": v for k, v in init.items()},
+        **extra,
+    }
+    np.savez(path, meta=np.asarray(json.dumps(meta)), pair_id=np.asarray(ids), **arrays)
+    return path
+
+
 def _write_fits(folder: Path, params: dict[str, np.ndarray], ids: list[str], keep, shards: int = 2) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "meta.json").write_text(
@@ -158,20 +174,16 @@ def test_evaluate_on_a_tiny_synthetic_pair_set(tmp_path, small_model):
         assert 0 < len(found) <= 4000
         gt_pairs[p, : len(found)] = found
     ids = [f"pair{p}" for p in range(num)]
-    meta = {
-        "format": "apu-pairset",
-        "version": 1,
-        "keypoint_format": "body25",
-        "model": "",
-        "region_set": "default",
-    }
-    pairs_path = tmp_path / "pairs.npz"
-    np.savez(
-        pairs_path,
-        meta=np.asarray(json.dumps(meta)),
-        pair_id=np.asarray(ids),
+    # Input contact maps: the first ground-truth pair (weight 1) and a made-up one with weight 0 (ignored).
+    contact_pairs = np.stack([gt_pairs[:, 0], np.array([[0, 1]] * num)], axis=1).astype(np.int32)
+    contact_weights = np.tile(np.array([1.0, 0.0], np.float32), (num, 1))
+    pairs_path = _write_pairs(
+        tmp_path / "pairs.npz",
+        ids,
+        init,
         gt_contact_pairs=gt_pairs,
-        **{f"init_{k}": v for k, v in init.items()},
+        contact_pairs=contact_pairs,
+        contact_weights=contact_weights,
         **{f"gt_{k}": v for k, v in gt.items()},
     )
     # Fits: pairs 0–2 exact (pair 1 with the two people listed the other way round), pairs 3–4 = init.
@@ -209,6 +221,7 @@ def test_evaluate_on_a_tiny_synthetic_pair_set(tmp_path, small_model):
     exact = evaluate(sub, pairs_path, model=small_model)
     assert exact["n_pairs"] == 2 and exact["n_missing_fits"] == 3
     assert exact["contact_recall"] == 1.0 and exact["contact_precision"] == 1.0
+    assert exact["input_contact_satisfied"] == 1.0
     assert exact["filter_precision"] == 1.0
     assert exact["joint_pa_mpjpe_mm"] < 1e-2
     for key in (
@@ -223,26 +236,26 @@ def test_evaluate_on_a_tiny_synthetic_pair_set(tmp_path, small_model):
 
 
 def test_evaluate_input_errors(tmp_path, small_model):
-    with pytest.raises(EvalInputError, match="pair set not found"):
+    with pytest.raises(ValueError, match="pair set not found"):
         evaluate(tmp_path, tmp_path / "nope.npz", model=small_model)
     bad = tmp_path / "bad.npz"
-    meta = {"format": "apu-pairset", "version": 1}
-    np.savez(bad, meta=np.asarray(json.dumps(meta)), pair_id=np.asarray(["a"]))
-    with pytest.raises(EvalInputError, match="'init_global_orient'"):
+    np.savez(
+        bad, meta=np.asarray(json.dumps({"format": "apu-pairset", "version": 1})), pair_id=np.asarray(["a"])
+    )
+    with pytest.raises(ValueError, match="missing key 'image_size'"):
         evaluate(tmp_path, bad, model=small_model)
-    good = tmp_path / "good.npz"
-    sizes = (("global_orient", 3), ("transl", 3))
-    zeros = {f"init_{k}": np.zeros((1, 2, n), np.float32) for k, n in sizes}
-    zeros |= {
-        "init_body_pose": np.zeros((1, 2, 63), np.float32),
-        "init_betas": np.zeros((1, 2, 3), np.float32),
+    init = {
+        "global_orient": np.zeros((1, 2, 3), np.float32),
+        "body_pose": np.zeros((1, 2, 63), np.float32),
+        "betas": np.zeros((1, 2, 3), np.float32),
+        "transl": np.zeros((1, 2, 3), np.float32),
     }
-    np.savez(good, meta=np.asarray(json.dumps(meta)), pair_id=np.asarray(["a"]), **zeros)
-    with pytest.raises(EvalInputError, match="fits directory not found"):
+    good = _write_pairs(tmp_path / "good.npz", ["a"], init)
+    with pytest.raises(ValueError, match="fits directory not found"):
         evaluate(tmp_path / "missing", good, model=small_model)
-    fits_dir = _write_fits(tmp_path / "fits", {k[5:]: v for k, v in zeros.items()}, ["a"], [True], shards=1)
+    fits_dir = _write_fits(tmp_path / "fits", init, ["a"], [True], shards=1)
     with pytest.raises(EvalInputError, match="betas has 3 coefficients"):
         evaluate(fits_dir, good, model=small_model)
-    other = _write_fits(tmp_path / "other", {k[5:]: v for k, v in zeros.items()}, ["b"], [True], shards=1)
+    other = _write_fits(tmp_path / "other", init, ["b"], [True], shards=1)
     with pytest.raises(EvalInputError, match="none of its pair ids"):
         evaluate(other, good, model=small_model)

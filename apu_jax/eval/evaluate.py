@@ -9,9 +9,7 @@ definitions of every number.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,73 +25,6 @@ _CHUNK = 32  # pairs per body-model call: bounded memory and one compile per eva
 
 class EvalInputError(ValueError):
     """A pair set or fits directory is missing, malformed, or does not match (the message says why)."""
-
-
-# -------------------------------------------------------------------------------------------- readers
-
-
-def _meta(arrays: Mapping[str, Any], path: Path, fmt: str) -> dict[str, Any]:
-    if "meta" not in arrays:
-        raise EvalInputError(f"{path}: missing key 'meta'")
-    try:
-        meta = json.loads(str(np.asarray(arrays["meta"])))
-    except json.JSONDecodeError as err:
-        raise EvalInputError(f"{path}: 'meta' is not JSON ({err})") from err
-    if meta.get("format") != fmt:
-        raise EvalInputError(f"{path}: meta format is {meta.get('format')!r}, expected {fmt!r}")
-    if meta.get("version") != 1:
-        raise EvalInputError(f"{path}: unsupported {fmt} version {meta.get('version')!r}")
-    return meta
-
-
-def _require(arrays: Mapping[str, Any], keys: tuple[str, ...], path: Path) -> None:
-    missing = [k for k in keys if k not in arrays]
-    if missing:
-        raise EvalInputError(f"{path}: missing key(s) {', '.join(repr(k) for k in missing)}")
-
-
-def _read_pairset(path: Path) -> dict[str, Any]:
-    """Pair set per docs/FORMATS.md, as a dict of NumPy arrays plus `meta`."""
-    if not path.is_file():
-        raise EvalInputError(f"pair set not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as err:
-        raise EvalInputError(f"{path}: not a readable .npz pair set ({err})") from err
-    meta = _meta(arrays, path, "apu-pairset")
-    _require(arrays, ("pair_id", *(f"init_{k}" for k in _PARAMS)), path)
-    arrays["meta"] = meta
-    return arrays
-
-
-def _read_fits(fits_dir: Path) -> dict[str, Any]:
-    """Fits directory per docs/FORMATS.md: meta.json + shard-*.npz, concatenated in shard order."""
-    if not fits_dir.is_dir():
-        raise EvalInputError(f"fits directory not found: {fits_dir}")
-    meta_path = fits_dir / "meta.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise EvalInputError(f"{meta_path}: missing or not JSON ({err})") from err
-    if meta.get("format") != "apu-fits":
-        raise EvalInputError(f"{meta_path}: format is {meta.get('format')!r}, expected 'apu-fits'")
-    shards = sorted(fits_dir.glob("shard-*.npz"))
-    if not shards:
-        raise EvalInputError(f"{fits_dir}: no shard-*.npz files")
-    parts: list[dict[str, np.ndarray]] = []
-    for shard in shards:
-        try:
-            with np.load(shard, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as err:
-            raise EvalInputError(f"{shard}: not a readable .npz shard ({err})") from err
-        _require(arrays, ("pair_id", *_PARAMS), shard)
-        parts.append(arrays)
-    keys = set.intersection(*(set(p) for p in parts))
-    out: dict[str, Any] = {k: np.concatenate([p[k] for p in parts]) for k in keys}
-    out["meta"] = meta
-    return out
 
 
 # ------------------------------------------------------------------------------------------ body model
@@ -135,7 +66,7 @@ def _body_outputs(model, params: dict[str, np.ndarray], need_vertices: bool) -> 
     return result
 
 
-def _params(arrays: Mapping[str, Any], prefix: str, model, where: str) -> dict[str, np.ndarray]:
+def _params(arrays: Any, prefix: str, model, where: str) -> dict[str, np.ndarray]:
     params = {k: np.asarray(arrays[prefix + k], np.float32) for k in _PARAMS}
     nb = params["betas"].shape[-1]
     if nb != model.num_betas:
@@ -200,12 +131,18 @@ def evaluate(
         pair set lacks the ground truth they need, or for the filter when no pair was kept), and more
         (see the module doc of `apu_jax.eval.metrics`).
     Raises:
-        EvalInputError: missing/malformed inputs, no overlap between fits and pairs, wrong beta count.
+        PairSetError: missing or malformed pair set / fits directory (from `apu_jax.data.pairset`).
+        EvalInputError: no overlap between fits and pairs, wrong beta count, unknown region set.
     """
+    from apu_jax.data.pairset import load_fits, load_pairset
+
     pairs_path, fits_dir = Path(pairs_path), Path(fits_dir)
-    pairs = _read_pairset(pairs_path)
-    fits = _read_fits(fits_dir)
-    body = _resolve_model(model, pairs["meta"], fits["meta"])
+    pairs = load_pairset(pairs_path)
+    fits = load_fits(fits_dir)
+    missing = [k for k in ("pair_id", *_PARAMS) if k not in fits]
+    if missing:
+        raise EvalInputError(f"{fits_dir}: shards lack key(s) {', '.join(repr(k) for k in missing)}")
+    body = _resolve_model(model, pairs.meta, fits.meta)
 
     # Match fits to pairs by id; a rerun may have written a pair twice, the last shard wins.
     fit_index = {str(pid): i for i, pid in enumerate(fits["pair_id"])}
@@ -272,7 +209,7 @@ def evaluate(
         result["kept_joint_pa_mpjpe_mm"] = None
 
     if need_vertices:
-        regions = _region_set(pairs["meta"], body, pairs_path)
+        regions = _region_set(pairs.meta, body, pairs_path)
         membership = M.region_membership(regions.vertex_ids, regions.mask, body.num_vertices)
         result["region_set"] = regions.source
         for prefix, out in (("", fit_out), ("init_", init_out)):
