@@ -403,7 +403,9 @@ def _rest_mesh(model) -> tuple[np.ndarray, np.ndarray]:
     """(V, 3) vertices at zero parameters and (F, 3) faces of a body model from `apu_jax.load_model`."""
     import apu_jax
 
-    vertices = np.asarray(apu_jax.forward(model)["vertices"], dtype=np.float64).reshape(-1, 3)
+    # jit: the eager forward pass dispatches hundreds of small ops and is far slower than compiling it.
+    vertices = jax.jit(lambda m: apu_jax.forward(m)["vertices"])(model)
+    vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
     return vertices, np.asarray(model.faces, dtype=np.int64)
 
 
