@@ -7,12 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from apu_jax.body import load_model
 from apu_jax.body.synthetic import write_synthetic_smplx
 from apu_jax.eval import metrics as M
 from apu_jax.eval.evaluate import EvalInputError, _body_outputs, evaluate
 from apu_jax.regions import load_regions
+from cli import eval as eval_cli
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
@@ -233,6 +236,22 @@ def test_evaluate_on_a_tiny_synthetic_pair_set(tmp_path, small_model):
     ):
         assert key in exact
     json.dumps(exact)  # JSON-ready
+
+    # The command line: same numbers, a table, and one-line errors with exit code 2.
+    app = typer.Typer()
+    eval_cli.register(app)
+    app.command("noop")(lambda: None)  # a second command keeps `eval` a named subcommand
+    runner = CliRunner()
+    args = ["eval", str(sub), "--pairs", str(pairs_path), "--model", small_model.name]
+    out = runner.invoke(app, [*args, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["joint_pa_mpjpe_mm"] == pytest.approx(exact["joint_pa_mpjpe_mm"])
+    out = runner.invoke(app, [*args, str(fits_dir), "--json"])
+    assert [r["n_pairs"] for r in json.loads(out.output)["runs"]] == [2, 5]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0 and "init" in out.output and "fits_exact (kept)" in out.output
+    out = runner.invoke(app, ["eval", str(sub), "--pairs", str(tmp_path / "nope.npz")])
+    assert out.exit_code == 2 and "error: pair set not found" in out.output
 
 
 def test_evaluate_input_errors(tmp_path, small_model):
