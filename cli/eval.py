@@ -11,7 +11,14 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.render import JsonOut, fail, user_errors
+JsonOut = Annotated[bool, typer.Option("--json", help="Print the results as JSON.")]
+
+
+def _fail(message: str) -> None:
+    """One-line error on stderr, exit code 2 (a user mistake, not a crash)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
 
 _COLUMNS = (
     ("pairs", "n_pairs", "{:d}"),
@@ -96,8 +103,8 @@ def eval_command(
                     per_pair=per_pair,
                 )
             )
-        except user_errors() as err:
-            fail(str(err))
+        except (OSError, ValueError) as err:  # missing/malformed files: PairSetError etc. are ValueErrors
+            _fail(str(err))
     if json_out:
         typer.echo(json.dumps(results[0] if len(results) == 1 else {"runs": results}, indent=2))
     else:
