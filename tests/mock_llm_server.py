@@ -9,7 +9,8 @@ Routes: `POST /v1/messages`, `POST /v1/messages/batches`, `GET /v1/messages/batc
 
 Behaviour is scripted: `script` is a queue consumed by successive generation requests (messages and chat
 completions); each entry is an HTTP status to fail with (429, 529, 500, 400, 401, ...) or one of the
-answer modes "ok", "malformed", "unknown_part", "refusal"; when the queue is empty `default` applies.
+answer modes "ok", "malformed", "unknown_part", "refusal", "reject_output_config"; when the queue is
+empty `default` applies.
 Error responses carry `retry-after-ms: 1` so the SDKs' retries are immediate. Every request is recorded
 (path, the `x-apu-request-key` and `x-stainless-retry-count` headers, whether an Authorization header came
 and, for generation requests, its status) so tests can count them.
@@ -53,6 +54,7 @@ class Seen:
     retry_count: str | None  # x-stainless-retry-count
     authorized: bool  # an Authorization / x-api-key header was present
     status: int = 200  # status the mock answered with
+    body_keys: tuple[str, ...] = ()  # top-level keys of the JSON body (e.g. output_config vs tools)
     completed: bool = False  # the full response was written
 
 
@@ -201,6 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         seen = self._record()
         body = self._body()
+        seen.body_keys = tuple(sorted(body))
         if seen.path == "/v1/messages/batches":
             return self._create_batch(body, seen)
         if seen.path not in ("/v1/messages", "/v1/chat/completions"):
@@ -211,6 +214,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self.state.delay:
             time.sleep(self.state.delay)
         openai = seen.path == "/v1/chat/completions"
+        if mode == "reject_output_config":  # what an older model says about structured outputs
+            err = {
+                "type": "error",
+                "error": {"type": "invalid_request_error", "message": "output_config: unknown"},
+            }
+            return self._send(400, err, seen)
         if isinstance(mode, int):
             if openai:
                 err = {"error": {"message": f"mock error {mode}", "type": "mock_error", "code": str(mode)}}

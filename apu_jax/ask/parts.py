@@ -105,6 +105,11 @@ def _anchor_weights(part: str, side: str) -> list[dict[int, float]]:
     return out
 
 
+def anchor_count(part: str) -> int:
+    """Anchors per side of a part: a measure of its extent (1 = a point part like "shoulder")."""
+    return len(_SIDED[part]) if part in _SIDED else len(_CENTRAL[part])
+
+
 def part_anchors(keypoints: np.ndarray, part: str, side: str, min_conf: float = 0.3) -> np.ndarray:
     """2D anchor points of one body part of one person.
 

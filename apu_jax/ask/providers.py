@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from apu_jax.ask.parts import LATERAL_PARTS, pair_scale, part_distance
+from apu_jax.ask.parts import LATERAL_PARTS, anchor_count, pair_scale, part_distance
 from apu_jax.ask.pricing import (
     Price,
     claude_image_tokens,
@@ -537,10 +537,9 @@ class HeuristicProvider(Provider):
             d = part_distance(kp_a, pa, sa, kp_b, pb, sb, scale, self.min_conf)
             if d < self.max_dist:
                 found.append((d, pa, sa, pb, sb))
-        # Closest first; on equal distance (parts sharing the nearest anchor, e.g. hand and forearm share the
-        # wrist) prefer the parts listed first in _HEURISTIC_PARTS (the more distal, specific ones).
-        rank = {p: i for i, p in enumerate(_HEURISTIC_PARTS)}
-        found.sort(key=lambda f: (round(f[0], 4), rank[f[1]] + rank[f[3]], f[1:]))
+        # Closest first; on equal distance (parts sharing the nearest anchor: hand and forearm share the
+        # wrist, shoulder and upper arm the shoulder) prefer the smaller, more specific parts.
+        found.sort(key=lambda f: (round(f[0], 4), anchor_count(f[1]) + anchor_count(f[3]), f[1:]))
         used_a: set[tuple[str, str]] = set()
         used_b: set[tuple[str, str]] = set()
         out = []

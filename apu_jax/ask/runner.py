@@ -178,7 +178,11 @@ class AskRunner:
         return self._store(req, raw, batch=False)
 
     async def run(self, requests: Sequence[AskRequest]) -> dict[str, Outcome]:
-        """Answer every request (cache, then the provider). Returns outcomes by request key."""
+        """Answer every request (cache, then the provider). Returns outcomes by request key.
+
+        Requests with equal keys (the same image, boxes, label and sample) are asked once.
+        """
+        requests = list({r.key: r for r in requests}.values())
         self.stats.total = len(requests)
         outcomes: dict[str, Outcome] = {}
         todo = []
@@ -210,8 +214,9 @@ class AskRunner:
         provider = self.provider
         if not provider.supports_batch or self.cache is None:
             raise ValueError(f"--batch is supported by the anthropic provider only (not '{provider.name}')")
-        self.stats.total = len(requests)
         by_key = {r.key: r for r in requests}
+        requests = list(by_key.values())
+        self.stats.total = len(requests)
         outcomes: dict[str, Outcome] = {}
 
         async def consume(stream, batch_id: str | None) -> None:
