@@ -282,12 +282,13 @@ def plot(result: InteractionAnalysis, size: tuple[int, int] = (900, 700), top_la
     return img
 
 
-def read_labels(path: str | os.PathLike) -> list[str] | dict[str, int]:
+def read_labels(path: str | os.PathLike, field: str = "label") -> list[str] | dict[str, int]:
     """Interaction labels of a dataset file, for `analyze`.
 
     Accepts: a pair set or dataset ``.npz`` with a ``label`` array (one per pair); a FITS directory (labels
     of the pair set its ``meta.json`` names); a ``.txt`` file with one label per line, optionally
     ``label<TAB>count``; a ``.json`` file holding a list of labels or a ``{label: count}`` object.
+    ``field`` picks another per-pair text array of a ``.npz`` (e.g. "description", the LVLM's words).
 
     Raises:
       ValueError: the file has no labels or is not one of these kinds (message names the path).
@@ -304,15 +305,16 @@ def read_labels(path: str | os.PathLike) -> list[str] | dict[str, int]:
         pairs_path = Path(pairs) if Path(pairs).is_absolute() else (p / pairs)
         if not pairs_path.exists():
             pairs_path = Path(pairs)
-        return read_labels(pairs_path)
+        return read_labels(pairs_path, field)
     if not p.exists():
         raise ValueError(f"{p}: no such file or directory")
     if p.suffix == ".npz":
         with np.load(p, allow_pickle=False) as z:
-            for key in ("label", "labels", "interaction"):
+            keys = (field, "labels", "interaction") if field == "label" else (field,)
+            for key in keys:
                 if key in z.files:
                     return [str(s) for s in np.asarray(z[key]).reshape(-1)]
-        raise ValueError(f"{p}: no 'label' array (the pair set or dataset has no interaction labels)")
+        raise ValueError(f"{p}: no '{field}' array (the pair set or dataset has no interaction {field}s)")
     if p.suffix == ".json":
         data = json.loads(p.read_text())
         if isinstance(data, dict):

@@ -124,3 +124,59 @@ def apply_marks(pair_ids: Sequence[str], keep: np.ndarray, marks: Mapping[str, s
         elif m == "rejected":
             out[i] = False
     return out
+
+
+def filter_fits(fits_dir: str | Path, threshold: float | None = None, use_marks: bool = True) -> dict:
+    """The keep / reject verdict of every fitted pair: automatic filter, then manual marks.
+
+    The automatic filter is the fit engine's (both people's reprojection error below ``threshold``, in
+    px of the 512-px person box, and no fitting error); with ``threshold=None`` the verdict stored in the
+    shards is used as is. Marks from `marks_path_for(fits_dir)` then override it.
+
+    Returns:
+      JSON-ready dict: ``pair_ids`` (P,), ``keep`` (P,) bools, ``reasons`` (pair id → why it is dropped),
+      ``counts`` and the settings used.
+    """
+    from apu_jax.data.pairset import load_fits  # the data layer; imported here to keep this module light
+
+    fits = load_fits(fits_dir)
+    ids = [str(s) for s in fits["pair_id"]]
+    errors = [str(s) for s in fits["error"]] if "error" in fits else [""] * len(ids)
+    reproj = np.asarray(fits["reproj_error"], np.float64) if "reproj_error" in fits else None
+    if threshold is None:
+        auto = np.asarray(fits["keep"], bool)
+    else:
+        if reproj is None:
+            raise MarksError(f"{fits_dir}: no 'reproj_error' in the shards, cannot apply a threshold")
+        auto = np.all(reproj < threshold, axis=1) & (np.array(errors) == "")
+    current = load_marks(marks_path_for(fits_dir)) if use_marks else {}
+    keep = apply_marks(ids, auto, current)
+    reasons: dict[str, str] = {}
+    for i, pid in enumerate(ids):
+        if keep[i]:
+            continue
+        if current.get(pid) == "rejected":
+            reasons[pid] = "marked rejected"
+        elif errors[i]:
+            reasons[pid] = f"fit error: {errors[i]}"
+        elif reproj is not None:
+            reasons[pid] = f"reprojection error {reproj[i].max():.1f} px" + (
+                f" >= {threshold:g}" if threshold is not None else " (automatic filter)"
+            )
+        else:
+            reasons[pid] = "automatic filter"
+    return {
+        "source": str(fits_dir),
+        "threshold": threshold,
+        "used_marks": use_marks,
+        "pair_ids": ids,
+        "keep": keep.tolist(),
+        "reasons": reasons,
+        "counts": {
+            "pairs": len(ids),
+            "kept": int(keep.sum()),
+            "kept_automatic": int(auto.sum()),
+            "marked_accepted": sum(1 for p in ids if current.get(p) == "accepted"),
+            "marked_rejected": sum(1 for p in ids if current.get(p) == "rejected"),
+        },
+    }

@@ -183,3 +183,36 @@ def render_pair(scene: PairScene, side: bool = True, max_side: int = 800) -> np.
     if scene.losses:
         lines.append("  ".join(f"{k}={v:.3g}" for k, v in list(scene.losses.items())[:6]))
     return draw.caption(panel, lines)
+
+
+def render_person_contacts(scene: PairScene, person: int, size: int = 320) -> np.ndarray:
+    """One person alone, coloured by contact weight (white → dark red), seen from the front and the back.
+
+    Returns:
+      (size + caption, 2 * size + gap, 3) uint8 RGB.
+    """
+    verts = np.asarray(scene.vertices[person], dtype=np.float64)
+    weight = np.zeros(len(verts)) if scene.contact_weight is None else scene.contact_weight[person]
+    colour = draw.heat_colour(weight) * 0.85 + 0.15 * np.asarray(draw.PERSON_COLOURS[person])
+    views = []
+    for angle in (0.0, np.pi):
+        turned = rotate_about_centroid([verts], angle)[0]
+        pts, principal = side_view_camera(turned, scene.focal, (size, size))
+        canvas = np.full((size, size, 3), 255, dtype=np.uint8)
+        views.append(render_meshes(canvas, [Mesh(pts, scene.faces, colour)], scene.focal, principal))
+    return draw.caption(draw.hstack(views), [f"person {person}: front, back"], height=22)
+
+
+def render_contact_map(scene: PairScene) -> np.ndarray:
+    """The pair's soft contact map as a picture: region x region heat map (person 0 rows, person 1 columns)
+    next to both bodies coloured by contact weight.
+
+    Returns:
+      (H, W, 3) uint8 RGB.
+    """
+    panels = []
+    if scene.contact_matrix is not None and len(scene.region_names):
+        panels.append(draw.contact_heatmap(scene.contact_matrix, scene.region_names, title="contact map"))
+    panels += [render_person_contacts(scene, 0), render_person_contacts(scene, 1)]
+    head = scene.pair_id + (f"  [{scene.label}]" if scene.label else "")
+    return draw.caption(draw.hstack(panels, gap=12), [head])
