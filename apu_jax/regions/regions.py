@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -601,14 +602,24 @@ def vocabulary_table(regions: RegionSet | None = None) -> dict[str, dict[str, li
 # ------------------------------------------------------------------------------------------- caching
 
 _CACHE: dict[tuple, RegionSet] = {}
+_FINGERPRINTS: dict[int, tuple[weakref.ref, str]] = {}  # id(model) → (model, content hash)
 
 
 def _fingerprint(model: Any) -> str:
+    """Content hash of the arrays regions depend on; remembered per live model object (hashing is ~10 ms)."""
+    known = _FINGERPRINTS.get(id(model))
+    if known is not None and known[0]() is model:
+        return known[1]
     geo = _model_arrays(model)
     h = hashlib.sha1()
     for key in ("vertices", "weights", "faces"):
         h.update(np.ascontiguousarray(geo[key]).tobytes())
-    return h.hexdigest()
+    digest = h.hexdigest()
+    try:
+        _FINGERPRINTS[id(model)] = (weakref.ref(model), digest)
+    except TypeError:  # plain dicts cannot be weakly referenced: hash them every time
+        pass
+    return digest
 
 
 def load_regions(
