@@ -251,3 +251,19 @@ def test_keypoints_drawn_only_when_present():
     out = draw.draw_keypoints(img, kp, (1.0, 0.0, 0.0), reprojected=rp, radius=3)
     assert out[20, 10].min() > 200  # white line from detection to reprojection
     assert out[30, 10].sum() > 0 and out[40, 40].sum() > 0  # reprojection crosses drawn even when missing
+
+
+def test_side_view_camera_frames_the_points():
+    pts = np.array([[-1.0, -2.0, 0.5], [1.0, 2.0, 0.7], [0.0, 0.0, 0.6]])  # too close to fit at f=500
+    focal = np.array([500.0, 500.0])
+    moved, principal = scene.side_view_camera(pts, focal, (400, 300), margin=0.9)
+    proj = project_points(moved, focal, principal)
+    assert proj.min() >= 0 and proj[:, 0].max() <= 400 and proj[:, 1].max() <= 300
+    np.testing.assert_allclose(0.5 * (proj.min(axis=0) + proj.max(axis=0)), [200.0, 150.0], atol=1e-6)
+    np.testing.assert_allclose(moved[:, :2], pts[:, :2])  # only moved along z
+    far = pts + [0.0, 0.0, 100.0]  # tiny at 100 m: left alone, unless asked to fill the canvas
+    kept, _ = scene.side_view_camera(far, focal, (400, 300))
+    np.testing.assert_allclose(kept, far)
+    filled, principal = scene.side_view_camera(far, focal, (400, 300), fill=True)
+    proj = project_points(filled, focal, principal)
+    assert np.ptp(proj[:, 1]) > 0.8 * 300 * 0.9

@@ -274,3 +274,12 @@ def test_view_command_serves_the_api(fitted):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_demo_pictures_pick_the_best_kept_pairs(fitted, tmp_path):
+    from apu_jax.viz.pictures import demo_pictures
+
+    written = demo_pictures(fitted["fits"], tmp_path / "demo", count=2)
+    # Kept pairs are a/0 (total 4) and c (total 8); b was rejected by the automatic filter.
+    assert [p.split("/")[-1] for p in written] == ["a_0.png", "a_0-contacts.png", "c.png", "c-contacts.png"]
+    assert all(cv2.imread(p) is not None for p in written)

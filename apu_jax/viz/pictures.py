@@ -109,3 +109,18 @@ def write_pictures(
         "written": written,
         "seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def demo_pictures(
+    source_path: str | Path, out_dir: str | Path, count: int = 3, model: str | None = None
+) -> list[str]:
+    """A few pictures for `apu demo`: the best-fitting kept pairs (by total loss when known), each with its
+    contact picture. Returns the written paths."""
+    from apu_jax.viz.load import open_source  # runs the body model; imported lazily like the CLI does
+
+    source = open_source(source_path, model=model)
+    sort_by = "total" if "total" in source.losses else None
+    indices = select_pairs(source, sort_by=sort_by, limit=count, only="kept") or select_pairs(
+        source, sort_by=sort_by, limit=count
+    )
+    return write_pictures(source, out_dir, indices, contact_map=True)["written"]

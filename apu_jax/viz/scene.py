@@ -116,16 +116,17 @@ def render_overlay(scene: PairScene, alpha: float = 0.85, keypoints: bool = True
 
 
 def side_view_camera(
-    vertices: np.ndarray, focal: np.ndarray, size: tuple[int, int], margin: float = 0.9
+    vertices: np.ndarray, focal: np.ndarray, size: tuple[int, int], margin: float = 0.9, fill: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Frame points in a canvas: keep the focal length, move the points back along z only if they would
-    not fit, and centre them with the principal point.
+    """Frame points in a canvas: keep the focal length, move the points back along z if they would not
+    fit (and, with ``fill``, closer until they fill it), and centre them with the principal point.
 
     Args:
       vertices: (N, 3) camera-frame points, metres.
       focal: (2,) pixels.
       size: (W, H) canvas, pixels.
       margin: fraction of the canvas the points may fill.
+      fill: also move small-looking points closer, so they fill ``margin`` of the canvas.
     Returns:
       (N, 3) possibly z-shifted points and the (2,) principal point that centres them.
     """
@@ -137,7 +138,7 @@ def side_view_camera(
     half = np.abs(pts[:, :2] - centre[:2]).max(axis=0)
     near = pts[:, 2].min()
     need = (half * focal / (0.5 * margin * np.array([w, h]))).max()  # depth at which the extent fits
-    shift = max(0.0, need - near)
+    shift = need - near if fill else max(0.0, need - near)
     pts[:, 2] += shift
     proj = project_points(pts, focal, (0.0, 0.0))
     mid = 0.5 * (proj.min(axis=0) + proj.max(axis=0))
@@ -197,7 +198,7 @@ def render_person_contacts(scene: PairScene, person: int, size: int = 320) -> np
     views = []
     for angle in (0.0, np.pi):
         turned = rotate_about_centroid([verts], angle)[0]
-        pts, principal = side_view_camera(turned, scene.focal, (size, size))
+        pts, principal = side_view_camera(turned, scene.focal, (size, size), fill=True)
         canvas = np.full((size, size, 3), 255, dtype=np.uint8)
         views.append(render_meshes(canvas, [Mesh(pts, scene.faces, colour)], scene.focal, principal))
     return draw.caption(draw.hstack(views), [f"person {person}: front, back"], height=22)
