@@ -350,6 +350,20 @@ def _tree_levels(parents: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]
     return levels
 
 
+def _matmul3(a: jax.Array, b: jax.Array) -> jax.Array:
+    """(..., 3, 3) @ (..., 3, 3) as broadcast multiply-adds.
+
+    Tiny batched dot_generals are slow under vmap and, nested in vmap(vmap(...)), have tripped XLA's CPU
+    layout verifier; elementwise products fuse into one kernel.
+    """
+    return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+
+
+def _matvec3(a: jax.Array, v: jax.Array) -> jax.Array:
+    """(..., 3, 3) @ (..., 3) as broadcast multiply-adds (see `_matmul3`)."""
+    return jnp.sum(a * v[..., None, :], axis=-1)
+
+
 def shape_body(model: BodyModel, betas: jax.Array, expression: jax.Array) -> ShapedBody:
     """Apply shape and expression blend shapes and regress the rest joints (one body).
 
@@ -416,16 +430,14 @@ def pose_body(model: BodyModel, shaped: ShapedBody, rotations: jax.Array) -> tup
     world_rot, world_pos = rotations, offsets
     for joints, parent_ids in _tree_levels(model.parents):
         parent_rot = world_rot[parent_ids]
-        world_rot = world_rot.at[joints].set(parent_rot @ rotations[joints])
-        world_pos = world_pos.at[joints].set(
-            world_pos[parent_ids] + jnp.einsum("jab,jb->ja", parent_rot, offsets[joints])
-        )
+        world_rot = world_rot.at[joints].set(_matmul3(parent_rot, rotations[joints]))
+        world_pos = world_pos.at[joints].set(world_pos[parent_ids] + _matvec3(parent_rot, offsets[joints]))
     # Skinning transforms map rest-pose points: x ↦ R_j (x − J_j) + G_j.
-    skin_trans = world_pos - jnp.einsum("jab,jb->ja", world_rot, rest_joints)
+    skin_trans = world_pos - _matvec3(world_rot, rest_joints)
     skin = jnp.concatenate([world_rot.reshape(-1, 9), skin_trans], axis=-1)  # (55, 12)
     per_vertex = model.weights @ skin  # (V, 12): one GEMM, the bulk of the FLOPs
     vert_rot = per_vertex[:, :9].reshape(-1, 3, 3)
-    vertices = jnp.einsum("vab,vb->va", vert_rot, rest_vertices) + per_vertex[:, 9:]
+    vertices = _matvec3(vert_rot, rest_vertices) + per_vertex[:, 9:]
     return vertices, world_pos
 
 
