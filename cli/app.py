@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import typer
 
+from cli import analyze, ask, demo, filter, fit, model, render, run, synth, view
+from cli import eval as eval_cli
+
 app = typer.Typer(
     name="apu",
     help="apu-jax: Ask, Pose, Unite — pseudo-ground-truth 3D meshes of people in close contact.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 
-# Command groups register here, one module each (cli/<group>.py exposing `app` or `register(app)`).
+for command_group in (demo, model, ask, run, fit, eval_cli, filter, render, view, analyze):
+    command_group.register(app)
+app.command("synth")(synth.synth)
 
 
 def main() -> None:
