@@ -15,48 +15,51 @@ from cli.render import JsonOut, fail, user_errors
 
 
 def filter_command(
-    fits: Annotated[Path, typer.Argument(help="FITS directory.")],
+    source: Annotated[Path, typer.Argument(help="FITS directory, or a dataset (.npz or its folder).")],
     threshold: Annotated[
         float | None,
         typer.Option(
             min=0.0,
-            help="Keep pairs whose reprojection errors are all below this (512-box px); default: "
-            "the verdict stored by the fit.",
+            help="Keep pairs whose reprojection errors are all below this (512-box px); default: the "
+            "fit's stored verdict (every pair of a dataset).",
         ),
     ] = None,
     marks: Annotated[
         bool, typer.Option("--marks/--ignore-marks", help="Let accept / reject marks override the filter.")
     ] = True,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the verdict (kept ids, reasons) as JSON here.")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the verdict as JSON (kept ids, reasons), or, for a dataset and a .npz path, the "
+            "filtered dataset.",
+        ),
     ] = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Decide which fitted pairs to keep: the fit's reprojection filter (optionally re-thresholded, no
-    refit needed) overridden by the marks saved by `apu view` (FITS/marks.json)."""
+    """Decide which pairs to keep: the fit's reprojection filter (optionally re-thresholded, no refit)
+    overridden by the marks saved by `apu view` (marks.json / <dataset>.marks.json)."""
     from apu_jax.data.pairset import atomic_write_text
-    from apu_jax.viz.marks import filter_fits
+    from apu_jax.viz.marks import filter_verdict, write_filtered_dataset
 
     try:
-        result = filter_fits(fits, threshold=threshold, use_marks=marks)
+        result = filter_verdict(source, threshold=threshold, use_marks=marks)
+        kept = [p for p, k in zip(result["pair_ids"], result["keep"], strict=True) if k]
+        record = {
+            "format": "apu-filter",
+            "version": 1,
+            **{k: result[k] for k in ("source", "kind", "threshold", "used_marks", "marks", "counts")},
+            "kept": kept,
+            "dropped": result["reasons"],
+        }
+        if out is not None and result["kind"] == "dataset" and out.suffix == ".npz":
+            write_filtered_dataset(source, out, result)
+        elif out is not None:
+            atomic_write_text(out, json.dumps(record, indent=1) + "\n")
     except user_errors() as err:
         fail(str(err))
-    kept = [p for p, k in zip(result["pair_ids"], result["keep"], strict=True) if k]
-    record = {
-        "format": "apu-filter",
-        "version": 1,
-        "source": result["source"],
-        "threshold": result["threshold"],
-        "used_marks": result["used_marks"],
-        "counts": result["counts"],
-        "kept": kept,
-        "dropped": result["reasons"],
-    }
-    if out is not None:
-        try:
-            atomic_write_text(out, json.dumps(record, indent=1) + "\n")
-        except OSError as err:
-            fail(f"cannot write {out}: {err.strerror or err}")
+    except OSError as err:
+        fail(f"cannot write {out}: {err.strerror or err}")
     if json_out:
         typer.echo(json.dumps(record, indent=2))
     else:
@@ -64,7 +67,7 @@ def filter_command(
         typer.echo(
             f"kept {c['kept']} of {c['pairs']} pairs (automatic filter: {c['kept_automatic']}; marks: "
             f"{c['marked_accepted']} accepted, {c['marked_rejected']} rejected)"
-            + (f"; verdict written to {out}" if out else "")
+            + (f"; written to {out}" if out else "")
         )
 
 

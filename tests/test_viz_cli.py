@@ -283,3 +283,42 @@ def test_demo_pictures_pick_the_best_kept_pairs(fitted, tmp_path):
     # Kept pairs are a/0 (total 4) and c (total 8); b was rejected by the automatic filter.
     assert [p.split("/")[-1] for p in written] == ["a_0.png", "a_0-contacts.png", "c.png", "c-contacts.png"]
     assert all(cv2.imread(p) is not None for p in written)
+
+
+@pytest.fixture()
+def dataset_dir(fitted, tmp_path):
+    """A dataset folder as `apu run` exports it (apu_jax/data/dataset.py's layout), written by hand."""
+    pairs = dict(np.load(fitted["pairs"]))
+    meta = {"format": "apu-dataset", "version": 1, "model": json.loads(str(pairs["meta"]))["model"],
+            "keypoint_format": "body25", "data_root": str(fitted["root"]), "terms": TERMS}  # fmt: skip
+    arrays = {k: pairs[k] for k in ("pair_id", "image", "image_size", "label", "keypoints", "contact_pairs")}
+    arrays["contact_weights"] = pairs["contact_weights"]
+    arrays.update({k: v for k, v in fitted["params"].items()})
+    arrays["reproj_error"] = np.array([[1.0, 2.0], [30.0, 3.0], [5.0, 6.0]], np.float32)
+    arrays["terms_stage2"] = np.ones((3, len(TERMS)), np.float32)
+    arrays["loss_final"] = np.array([3.0, 1.0, 2.0], np.float32)
+    folder = tmp_path / "DATASET"
+    atomic_savez(folder / "dataset.npz", meta=np.asarray(json.dumps(meta)), **arrays)
+    return folder
+
+
+def test_dataset_folder_opens_renders_and_filters_with_marks(dataset_dir, tmp_path):
+    src = open_source(dataset_dir)
+    assert src.pair_ids == ["a/0", "b", "c"]
+    np.testing.assert_allclose(src.losses["total"], [3.0, 1.0, 2.0])
+    assert src.marks_path == dataset_dir / "dataset.marks.json"
+    assert marks.marks_path_for(dataset_dir / "dataset.npz") == src.marks_path  # folder or file: same marks
+    scene = src.load_scene(0)
+    assert scene.image is not None  # found through meta.data_root
+    app = make_app()
+    marks.set_mark(src.marks_path, "b", "rejected")
+    out = tmp_path / "filtered.npz"
+    res = CliRunner().invoke(app, ["filter", str(dataset_dir), "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["kept"] == ["a/0", "c"]
+    with np.load(out) as z:
+        assert z["pair_id"].tolist() == ["a/0", "c"]
+        np.testing.assert_allclose(z["loss_final"], [3.0, 2.0])
+        assert json.loads(str(z["meta"]))["filtered"]["kept"] == 2
+    res = CliRunner().invoke(app, ["filter", str(dataset_dir), "--threshold", "5.5", "--json"])
+    assert json.loads(res.output)["kept"] == ["a/0"]  # c's max error 6 >= 5.5; b rejected twice over

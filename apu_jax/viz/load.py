@@ -5,12 +5,13 @@ What can be opened (``open_source``):
 - a FITS directory (docs/FORMATS.md): fitted parameters, losses and the filter verdict, joined by pair id
   with the pair set that ``meta.json`` names (image, camera, keypoints, contacts, label);
 - a pair set ``.npz``: the initial parameters, drawn the same way (useful before fitting);
-- any ``.npz`` with ``meta.format`` of a dataset that carries the pair-set keys and fitted parameters under
-  their plain names (``global_orient``, ``body_pose``, ``betas``, ``transl``).
+- a dataset exported by ``apu run`` (``DATASET/dataset.npz``, ``meta.format == "apu-dataset"``, see
+  ``apu_jax/data/dataset.py``), or its folder; any other ``.npz`` carrying the pair-set keys and fitted
+  parameters under their plain names (``global_orient``, ``body_pose``, ``betas``, ``transl``) works too.
 
-Images are found as: absolute paths; else relative to ``image_root`` (argument), the pair set's
-``meta.source.data_root``, or the pair set's folder — the first that exists. A pair without a readable image
-is drawn over a blank canvas of its image size.
+Images are found as: absolute paths; else relative to ``image_root`` (argument), the data root recorded in
+the pair set / dataset meta, or the pair set's / dataset's folder — the first that exists. A pair without
+a readable image is drawn over a blank canvas of its image size.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def _pairset_roots(pairs_path: Path, pairs: PairSet) -> list[Path]:
     source = pairs.meta.get("source")
     if isinstance(source, dict) and source.get("data_root"):
         roots.append(Path(source["data_root"]))
+    if pairs.meta.get("data_root"):  # datasets record it at the top level
+        roots.append(Path(pairs.meta["data_root"]))
     roots.append(pairs_path.resolve().parent)
     return roots
 
@@ -125,9 +128,17 @@ def _npz_table(path: Path) -> _Table:
         pairs = PairSet(arrays, meta)
         params = {k: np.asarray(arrays[k], np.float32) for k in PARAM_KEYS}
         keep = np.asarray(arrays["keep"], bool) if "keep" in arrays else None
-    losses = {}
+    losses: dict[str, np.ndarray] = {}
+    terms = list(meta.get("terms", []))
+    if "terms_stage2" in pairs and pairs["terms_stage2"].shape[1:] == (len(terms),):
+        for j, term in enumerate(terms):
+            losses[term] = pairs["terms_stage2"][:, j].astype(np.float64)
+    if "loss_final" in pairs:
+        losses["total"] = np.asarray(pairs["loss_final"], np.float64)
     if "reproj_error" in pairs:
-        losses["reproj_error"] = np.asarray(pairs["reproj_error"], np.float64).reshape(len(pairs), -1).mean(1)
+        err = np.asarray(pairs["reproj_error"], np.float64).reshape(len(pairs), -1)
+        losses["reproj_error"] = err.mean(axis=1)
+        losses["reproj_error_max"] = err.max(axis=1)
     return _Table(
         pair_ids=pairs["pair_id"].astype(str).tolist(),
         params=params,
@@ -168,6 +179,8 @@ def open_source(
     path = Path(path)
     if not path.exists():
         raise SourceError(f"{path}: no such file or directory")
+    if path.is_dir() and not (path / "meta.json").exists() and (path / "dataset.npz").exists():
+        path = path / "dataset.npz"  # a dataset folder written by `apu run`
     table = _fits_table(path) if path.is_dir() else _npz_table(path)
     if image_root is not None:
         table.image_roots.insert(0, Path(image_root))

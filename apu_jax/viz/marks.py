@@ -1,6 +1,7 @@
 """Manual accept / reject marks on fitted pairs, kept in a small JSON file next to the fits or dataset.
 
-File (``marks.json`` inside a FITS / dataset directory, ``<name>.marks.json`` beside a dataset file)::
+File (``marks.json`` inside a FITS directory, ``<name>.marks.json`` beside a dataset or pair set file, so
+``DATASET/dataset.marks.json`` for the folder ``apu run`` writes)::
 
     {"format": "apu-marks", "version": 1, "marks": {"<pair_id>": "accepted" | "rejected", ...}}
 
@@ -34,6 +35,8 @@ def marks_path_for(source: str | Path) -> Path:
     """Where the marks of a FITS directory / dataset live: ``DIR/marks.json`` or ``<stem>.marks.json``."""
     source = Path(source)
     if source.is_dir():
+        if not (source / "meta.json").exists() and (source / "dataset.npz").exists():
+            return source / "dataset.marks.json"  # the same file whether the folder or its npz is opened
         return source / "marks.json"
     return source.with_name(source.stem + ".marks.json")
 
@@ -126,30 +129,56 @@ def apply_marks(pair_ids: Sequence[str], keep: np.ndarray, marks: Mapping[str, s
     return out
 
 
-def filter_fits(fits_dir: str | Path, threshold: float | None = None, use_marks: bool = True) -> dict:
-    """The keep / reject verdict of every fitted pair: automatic filter, then manual marks.
+def _dataset_file(path: Path) -> Path | None:
+    """The dataset ``.npz`` a path names (the file, or ``dataset.npz`` in an `apu run` folder), or None."""
+    if path.is_dir():
+        has_npz = (path / "dataset.npz").exists()
+        return path / "dataset.npz" if has_npz and not (path / "meta.json").exists() else None
+    return path if path.suffix == ".npz" else None
 
-    The automatic filter is the fit engine's (both people's reprojection error below ``threshold``, in
-    px of the 512-px person box, and no fitting error); with ``threshold=None`` the verdict stored in the
-    shards is used as is. Marks from `marks_path_for(fits_dir)` then override it.
+
+def filter_verdict(source: str | Path, threshold: float | None = None, use_marks: bool = True) -> dict:
+    """The keep / reject verdict of every pair of a FITS directory or dataset: automatic filter, then marks.
+
+    The automatic filter is the fit engine's: both people's reprojection error below ``threshold`` (px of
+    the 512-px person box) and no fitting error. With ``threshold=None`` a FITS directory's stored verdict
+    is used as is, and every pair of a dataset (already filtered at export) counts as kept. Marks from
+    `marks_path_for(source)` then override the verdict.
 
     Returns:
       JSON-ready dict: ``pair_ids`` (P,), ``keep`` (P,) bools, ``reasons`` (pair id → why it is dropped),
-      ``counts`` and the settings used.
+      ``counts``, the settings used, and ``kind`` ("fits" or "dataset").
+    Raises:
+      MarksError: a malformed marks file, or a threshold on data without reprojection errors.
+      ValueError (PairSetError): unreadable fits / dataset.
     """
-    from apu_jax.data.pairset import load_fits  # the data layer; imported here to keep this module light
+    from apu_jax.data.pairset import PairSetError, load_fits  # the data layer; imported here to stay light
 
-    fits = load_fits(fits_dir)
-    ids = [str(s) for s in fits["pair_id"]]
-    errors = [str(s) for s in fits["error"]] if "error" in fits else [""] * len(ids)
-    reproj = np.asarray(fits["reproj_error"], np.float64) if "reproj_error" in fits else None
+    source = Path(source)
+    dataset = _dataset_file(source)
+    if dataset is None:
+        fits = load_fits(source)
+        table = fits.arrays
+        kind = "fits"
+    else:
+        try:
+            with np.load(dataset, allow_pickle=False) as z:
+                table = {k: z[k] for k in z.files if k != "meta"}
+        except (OSError, ValueError) as err:
+            raise PairSetError(f"{dataset}: not a readable .npz file ({err})") from err
+        if "pair_id" not in table:
+            raise PairSetError(f"{dataset}: missing key 'pair_id'")
+        kind = "dataset"
+    ids = [str(s) for s in table["pair_id"]]
+    errors = [str(s) for s in table["error"]] if "error" in table else [""] * len(ids)
+    reproj = np.asarray(table["reproj_error"], np.float64) if "reproj_error" in table else None
     if threshold is None:
-        auto = np.asarray(fits["keep"], bool)
+        auto = np.asarray(table["keep"], bool) if "keep" in table else np.ones(len(ids), bool)
     else:
         if reproj is None:
-            raise MarksError(f"{fits_dir}: no 'reproj_error' in the shards, cannot apply a threshold")
+            raise MarksError(f"{source}: no 'reproj_error', cannot apply a threshold")
         auto = np.all(reproj < threshold, axis=1) & (np.array(errors) == "")
-    current = load_marks(marks_path_for(fits_dir)) if use_marks else {}
+    current = load_marks(marks_path_for(source)) if use_marks else {}
     keep = apply_marks(ids, auto, current)
     reasons: dict[str, str] = {}
     for i, pid in enumerate(ids):
@@ -166,9 +195,11 @@ def filter_fits(fits_dir: str | Path, threshold: float | None = None, use_marks:
         else:
             reasons[pid] = "automatic filter"
     return {
-        "source": str(fits_dir),
+        "source": str(source),
+        "kind": kind,
         "threshold": threshold,
         "used_marks": use_marks,
+        "marks": str(marks_path_for(source)),
         "pair_ids": ids,
         "keep": keep.tolist(),
         "reasons": reasons,
@@ -180,3 +211,25 @@ def filter_fits(fits_dir: str | Path, threshold: float | None = None, use_marks:
             "marked_rejected": sum(1 for p in ids if current.get(p) == "rejected"),
         },
     }
+
+
+def write_filtered_dataset(source: str | Path, out: str | Path, verdict: dict) -> Path:
+    """Write the kept rows of a dataset as a new dataset ``.npz`` (atomically); its meta records where it
+    came from and the verdict's settings."""
+    from apu_jax.data.pairset import PairSetError, atomic_savez
+
+    dataset = _dataset_file(Path(source))
+    if dataset is None:
+        raise PairSetError(f"{source}: not a dataset (.npz or a folder with dataset.npz)")
+    keep = np.asarray(verdict["keep"], bool)
+    with np.load(dataset, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+        arrays = {k: z[k][keep] for k in z.files if k != "meta"}
+    meta["filtered"] = {
+        "from": str(dataset),
+        "threshold": verdict["threshold"],
+        "marks": verdict["marks"] if verdict["used_marks"] else None,
+        "kept": int(keep.sum()),
+        "of": len(keep),
+    }
+    return atomic_savez(out, meta=np.asarray(json.dumps(meta)), **arrays)
