@@ -69,6 +69,25 @@ def flag_stats(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     }
 
 
+def surface_distance(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Approximate distance (m) of points to a mesh surface: nearest of 8 random samples per triangle."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(seed)
+    tri = verts[faces]
+    r1, r2 = rng.random((2, len(faces), 8))
+    s = np.sqrt(r1)[..., None]
+    samples = (
+        (1 - s) * tri[:, None, 0]
+        + s * (1 - r2[..., None]) * tri[:, None, 1]
+        + s * r2[..., None] * tri[:, None, 2]
+    )
+    return cKDTree(np.concatenate([samples.reshape(-1, 3), verts])).query(points)[0]
+
+
+DEPTH_BINS_MM = (0.0, 5.0, 10.0, 20.0, np.inf)
+
+
 def temp_bytes_per_pair(fn, *args, num_pairs: int) -> int:
     """XLA temp buffer bytes of jit(vmap(fn)) over `num_pairs`, divided by the number of pairs (not run)."""
     compiled = jax.jit(jax.vmap(fn)).lower(*args).compile()
@@ -105,7 +124,7 @@ def main() -> None:
 
     v0s, v1s = random_pairs(model, args.pairs, args.seed)
     inside = jax.jit(ip.inside_flags, static_argnames="chunk")
-    exact_all, proxy_all, exact_q, proxy_q = [], [], [], []
+    exact_all, proxy_all, exact_q, proxy_q, depth_all = [], [], [], [], []
     loss_proxy, loss_exact = [], []
     all_ids = jnp.arange(num_vertices, dtype=jnp.int32)
     exact_proxy = ip.Proxy(faces=exact_faces, vertex_ids=all_ids)
@@ -116,12 +135,26 @@ def main() -> None:
             ex = np.asarray(inside(jnp.asarray(a), jnp.asarray(b), exact_faces, chunk=32))
             px = np.asarray(inside(jnp.asarray(a), jnp.asarray(b), proxy.faces, chunk=args.chunk))
             exact_all.append(ex)
+            depth_all.append(surface_distance(a, b, np.asarray(exact_faces)))
             proxy_all.append(px)
             exact_q.append(ex[np.asarray(queries)])
             proxy_q.append(px[np.asarray(queries)])
         loss_proxy.append(float(loss_fn(jnp.asarray(v0), jnp.asarray(v1), proxy, queries, chunk=args.chunk)))
         loss_exact.append(float(loss_fn(jnp.asarray(v0), jnp.asarray(v1), exact_proxy, all_ids, chunk=32)))
     print(f"classified {args.pairs} pairs in {time.perf_counter() - t0:.1f} s")
+
+    depth = np.concatenate(depth_all) * 1e3
+    truth, pred = np.concatenate(exact_all), np.concatenate(proxy_all)
+    by_depth = {}
+    for lo, hi in zip(DEPTH_BINS_MM[:-1], DEPTH_BINS_MM[1:], strict=True):
+        sel = (depth >= lo) & (depth < hi)
+        by_depth[f"{lo:g}-{hi:g}"] = {
+            "count": int(sel.sum()),
+            "inside_exact": int(truth[sel].sum()),
+            "accuracy": float(np.mean(truth[sel] == pred[sel])) if sel.any() else None,
+        }
+    wrong = truth != pred
+    by_depth["max_mm_of_a_disagreement"] = float(depth[wrong].max()) if wrong.any() else 0.0
 
     results = {
         "model": args.model,
@@ -134,6 +167,7 @@ def main() -> None:
         "chunk": args.chunk,
         "all_vertices": flag_stats(np.concatenate(proxy_all), np.concatenate(exact_all)),
         "query_vertices": flag_stats(np.concatenate(proxy_q), np.concatenate(exact_q)),
+        "accuracy_by_distance_to_other_surface_mm": by_depth,
         "pairs_with_penetration": int(sum(e.any() for e in exact_all[::2])),
         "loss_proxy_queries": loss_proxy,
         "loss_exact_all_vertices": loss_exact,
