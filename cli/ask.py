@@ -15,6 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.common import JsonOut, fail
+
 # ------------------------------------------------------------------------------ options shared with `run`
 
 Manifest = Annotated[Path, typer.Argument(help="JSONL manifest: one image per line (see docs/ASK.md).")]
@@ -88,7 +90,6 @@ Sigma = Annotated[
 MinWeight = Annotated[
     float, typer.Option("--min-weight", min=0.0, help="Drop voted contacts lighter than this.")
 ]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
 
 
 def make_options(**kw: Any) -> Any:
@@ -170,12 +171,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ModelFileError = ValueError  # noqa: N806
 
     return (ManifestError, InputFileError, ImageError, ProviderFatal, PairSetError, ModelFileError)
-
-
-def fail(message: str, code: int) -> None:
-    """Print a one-line error on stderr and exit."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def print_summary(summary: dict[str, Any], as_json: bool, title: str) -> None:
