@@ -168,12 +168,11 @@ def test_interpenetration_loss_hand_computed_value_and_gradient():
     expected1[0] = -expected0[1]
     np.testing.assert_allclose(np.asarray(g1), expected1, rtol=1e-4, atol=1e-3)
     # Subsampled queries: the sum is rescaled by V/Q.
-    assert float(ip.interpenetration_loss(v0, v1, proxy, jnp.array([1]))) == pytest.approx(
-        4 * 20.25, rel=1e-5
-    )
-    assert float(ip.interpenetration_loss(v0, v1, proxy, jnp.array([0, 2]))) == 0.0
+    loss_fn = jax.jit(ip.interpenetration_loss)
+    assert float(loss_fn(v0, v1, proxy, jnp.array([1]))) == pytest.approx(4 * 20.25, rel=1e-5)
+    assert float(loss_fn(v0, v1, proxy, jnp.array([0, 2]))) == 0.0
     # Symmetric in the people.
-    assert float(ip.interpenetration_loss(v1, v0, proxy, queries)) == pytest.approx(20.25, rel=1e-5)
+    assert float(loss_fn(v1, v0, proxy, queries)) == pytest.approx(20.25, rel=1e-5)
 
 
 def _numpy_loss(v0, v1, faces, queries, factor=100.0):
@@ -212,10 +211,10 @@ def test_interpenetration_loss_matches_numpy_on_overlapping_spheres_jit_and_vmap
         a32, b32 = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
         got = float(loss_fn(a32, b32))
         assert got == pytest.approx(expected, rel=1e-4)
-        assert float(ip.interpenetration_loss(a32, b32, proxy, queries, chunk=16)) == pytest.approx(
-            got, rel=1e-5
-        )
         values.append(got)
+    first = (jnp.asarray(v0s[0], jnp.float32), jnp.asarray(v1s[0], jnp.float32))
+    eager = ip.interpenetration_loss(*first, proxy, queries, chunk=16)  # jit == no-jit
+    assert float(eager) == pytest.approx(values[0], rel=1e-5)
     assert values[0] > 0 and values[1] > 0 and values[2] == 0.0  # overlapping, overlapping, apart
     stacked0 = jnp.asarray(np.stack(v0s), jnp.float32)
     stacked1 = jnp.asarray(np.stack(v1s), jnp.float32)

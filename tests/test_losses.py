@@ -143,11 +143,13 @@ def test_contact_loss_single_vertex_regions_value_and_gradient():
     weights = jnp.array([0.7])
     # Contact (1, 0). As given: person 0 vertex 1 (1,0,0) vs person 1 vertex 0 (0,0,0.5): d² = 1.25.
     # Swapped: person 1 vertex 1 (0,0,0) vs person 0 vertex 0 (0,0,0): d² = 0.
-    per = contact_loss_per_ordering(verts0, verts1, ids, mask, jnp.array([[1, 0]], jnp.int32), weights)
+    per = jax.jit(contact_loss_per_ordering)(
+        verts0, verts1, ids, mask, jnp.array([[1, 0]], jnp.int32), weights
+    )
     np.testing.assert_allclose(np.asarray(per), [0.7 * 1.25, 0.0], atol=1e-7)
     # Contact (0, 0): both orderings compare (0,0,0) with (0,0,0.5): loss = w·d² = 0.7·0.25, and the
     # gradient is 2w(v − u) on person 0's vertex 0 and the opposite on person 1's vertex 0, zero elsewhere.
-    loss, (g0, g1) = jax.value_and_grad(contact_loss, argnums=(0, 1))(
+    loss, (g0, g1) = jax.jit(jax.value_and_grad(contact_loss, argnums=(0, 1)))(
         verts0, verts1, ids, mask, jnp.array([[0, 0]], jnp.int32), weights
     )
     assert float(loss) == pytest.approx(0.7 * 0.25)
@@ -233,13 +235,13 @@ def test_contact_loss_matches_brute_force_jit_and_vmap():
     problems = [_random_contact_problem(s) for s in range(4)]
     jitted = jax.jit(contact_loss)
     for prob in problems:
-        expected = _brute_contact(*prob)
-        assert float(contact_loss(*prob)) == pytest.approx(expected, rel=1e-5)
-        assert float(jitted(*prob)) == pytest.approx(expected, rel=1e-5)
+        assert float(jitted(*prob)) == pytest.approx(_brute_contact(*prob), rel=1e-5)
+    assert float(contact_loss(*problems[0])) == pytest.approx(float(jitted(*problems[0])), rel=1e-6)
     stacked = [jnp.stack(xs) for xs in zip(*problems, strict=True)]
     batched_grad = jax.jit(jax.vmap(jax.grad(contact_loss, argnums=(0, 1))))(*stacked)
+    single_grad = jax.jit(jax.grad(contact_loss, argnums=(0, 1)))
     for i, prob in enumerate(problems):
-        loop_grad = jax.grad(contact_loss, argnums=(0, 1))(*prob)
+        loop_grad = single_grad(*prob)
         for b, g in zip(batched_grad, loop_grad, strict=True):
             np.testing.assert_allclose(np.asarray(b[i]), np.asarray(g), rtol=1e-5, atol=1e-6)
 
@@ -267,5 +269,7 @@ def test_keypoint_terms_jit_and_vmap_match_loop():
     projected = kps[..., :2] + jax.random.normal(jax.random.key(4), (5, 25, 2)) * 7.0
     for fn in (keypoint_loss, keypoint_reprojection_error):
         batched = jax.jit(jax.vmap(fn))(projected, kps)
+        single = jax.jit(fn)
         for i in range(5):
-            assert float(batched[i]) == pytest.approx(float(fn(projected[i], kps[i])), rel=1e-5)
+            assert float(batched[i]) == pytest.approx(float(single(projected[i], kps[i])), rel=1e-5)
+        assert float(fn(projected[0], kps[0])) == pytest.approx(float(batched[0]), rel=1e-5)  # no jit
