@@ -36,14 +36,16 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from apu_jax.body import forward
 from apu_jax.regions.keypoints import MODEL_TO_BODY25, convert_keypoints
 
 # SMPL skeleton joint (first 22, shared with SMPL-X) → BODY-25 index, for BEV's projected joints.
@@ -229,32 +231,64 @@ def _bone_lengths(joints: np.ndarray) -> np.ndarray:
 
 
 def fit_betas_to_bone_lengths(
-    rest_joints: Callable[[np.ndarray], np.ndarray], num_betas: int, lengths: np.ndarray, ridge: float = 1e-3
+    j0: np.ndarray, dj: np.ndarray, lengths: np.ndarray, ridge: float = 1e-3, steps: int = 10
 ) -> np.ndarray:
-    """Betas whose rest-pose bone lengths match target lengths (Gauss–Newton on a linear joint model).
+    """Betas whose rest-pose bone lengths match target lengths (Gauss–Newton on the linear joint model).
+
+    Rest joints are linear in betas: J(β) = j0 + Σ_b β_b dj_b (`rest_joint_basis`).
 
     Args:
-        rest_joints: betas (M, B) → rest joints (M, 22, 3) of the model, metres (linear in betas).
-        num_betas: B.
-        lengths: (21,) target bone lengths, metres.
-        ridge: Tikhonov weight on betas (keeps unobservable directions at 0).
+        j0: (22, 3) rest joints of the mean body, metres.
+        dj: (B, 22, 3) change of the rest joints per unit of each beta.
+        lengths: (21,) target lengths of the bones to joints 1..21, metres.
+        ridge: Tikhonov weight on betas, relative to the mean diagonal of JᵀJ (keeps unobservable directions
+            at 0).
+        steps: Gauss–Newton iterations.
     Returns:
         (B,) betas.
     """
-    basis_in = np.concatenate([np.zeros((1, num_betas)), np.eye(num_betas)], axis=0)
-    rest = rest_joints(basis_in)
-    j0, dj = rest[0], rest[1:] - rest[0]  # (22, 3), (B, 22, 3)
-    beta = np.zeros(num_betas)
-    for _ in range(10):
+    parent = np.asarray(_BODY_PARENTS[1:])
+    dbone = dj[:, 1:] - dj[:, parent]  # (B, 21, 3)
+    beta = np.zeros(dj.shape[0])
+    for _ in range(steps):
         joints = j0 + np.einsum("b,bjc->jc", beta, dj)
-        bone = joints[1:] - joints[np.asarray(_BODY_PARENTS[1:])]  # (21, 3)
+        bone = joints[1:] - joints[parent]  # (21, 3)
         length = np.linalg.norm(bone, axis=-1)
-        dbone = dj[:, 1:] - dj[:, np.asarray(_BODY_PARENTS[1:])]  # (B, 21, 3)
         jac = np.einsum("jc,bjc->jb", bone / np.maximum(length, 1e-9)[:, None], dbone)  # (21, B)
-        resid = length - lengths
-        lhs = jac.T @ jac + ridge * np.eye(num_betas)
-        beta = beta - np.linalg.solve(lhs, jac.T @ resid + ridge * beta)
+        jtj = jac.T @ jac
+        damp = ridge * max(float(np.trace(jtj)) / len(beta), 1e-12)  # relative: independent of units
+        beta = beta - np.linalg.solve(
+            jtj + damp * np.eye(len(beta)), jac.T @ (length - lengths) + damp * beta
+        )
     return beta
+
+
+def _padded(n: int) -> int:
+    # Batches are padded to a power of two (≥ 4) so importing many images compiles only a few shapes.
+    return max(4, 1 << (max(n, 1) - 1).bit_length())
+
+
+@jax.jit
+def _model_joints(model: Any, params: dict[str, jax.Array]) -> jax.Array:
+    return forward(model, **params)["joints"]
+
+
+def model_joints(model: Any, params: dict[str, np.ndarray]) -> np.ndarray:
+    """Output joints (N, 127, 3) of N bodies, metres (jitted, batch padded; numpy in and out)."""
+    n = len(next(iter(params.values())))
+    m = _padded(n)
+    padded = {
+        k: jnp.asarray(np.concatenate([v, np.repeat(v[:1], m - n, axis=0)]), jnp.float32)
+        for k, v in params.items()
+    }
+    return np.asarray(_model_joints(model, padded), dtype=np.float64)[:n]
+
+
+def rest_joint_basis(model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Rest joints of the mean body and their change per unit beta: `(j0 (127, 3), dj (B, 127, 3))`."""
+    nb = int(model.num_betas)
+    joints = model_joints(model, {"betas": np.concatenate([np.zeros((1, nb)), np.eye(nb)])})
+    return joints[0], joints[1:] - joints[0]
 
 
 def bev_to_init(
@@ -269,27 +303,19 @@ def bev_to_init(
     Returns:
         `global_orient` (N, 3), `body_pose` (N, 63), `betas` (N, B), `transl` (N, 3), float32, metres/radians.
     """
-    import jax.numpy as jnp
-
-    from apu_jax.body import forward
-
     n, nb = bev.num_people, int(model.num_betas)
-
-    def rest_joints(b: np.ndarray) -> np.ndarray:
-        out = forward(model, betas=jnp.asarray(b, dtype=jnp.float32))
-        return np.asarray(out["joints"][..., :22, :], dtype=np.float64)
-
+    j0, dj = rest_joint_basis(model)
     if betas == "mean":
         beta = np.zeros((n, nb))
     elif betas == "limbs":
         if bev.joints is None or bev.joints.shape[1] < 22:
             raise InputFileError("betas='limbs' needs BEV's 3D 'joints' (N, >=22, 3)")
         beta = np.stack(
-            [fit_betas_to_bone_lengths(rest_joints, nb, _bone_lengths(j[:22])) for j in bev.joints]
+            [fit_betas_to_bone_lengths(j0[:22], dj[:, :22], _bone_lengths(j[:22])) for j in bev.joints]
         )
     else:
         raise ValueError(f"unknown betas mode '{betas}' (expected 'mean' or 'limbs')")
-    pelvis = rest_joints(beta)[:, 0, :]  # the root does not move under its own rotation
+    pelvis = j0[0] + beta @ dj[:, 0]  # the root does not move under its own rotation
     return {
         "global_orient": bev.thetas[:, :3].astype(np.float32),
         "body_pose": bev.thetas[:, 3:66].astype(np.float32),
@@ -303,12 +329,7 @@ def project_init_body25(model: Any, init: dict[str, np.ndarray], image_size: tup
 
     Confidence is 1 for joints in front of the camera, 0 otherwise.
     """
-    import jax.numpy as jnp
-
-    from apu_jax.body import forward
-
-    out = forward(model, **{k: jnp.asarray(v) for k, v in init.items()})
-    joints = np.asarray(out["joints"], dtype=np.float64)[:, np.asarray(MODEL_TO_BODY25)]
+    joints = model_joints(model, init)[:, np.asarray(MODEL_TO_BODY25)]
     w, h = image_size
     f = (max(w, h) / 2.0) / math.tan(math.radians(30.0))
     z = joints[..., 2]
@@ -582,6 +603,8 @@ __all__ = [
     "load_keypoints",
     "load_manifest",
     "match_people",
+    "model_joints",
+    "rest_joint_basis",
     "project_init_body25",
     "read_manifest",
     "resolve_under_root",
