@@ -86,6 +86,7 @@ def run(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Pairs per compiled fit batch.")
     ] = 64,
+    iters: Annotated[str, typer.Option(help="Fit: Adam steps of stage 1 and stage 2, as N1,N2.")] = "100,50",
     json_out: JsonOut = False,
 ) -> None:
     """Build a dataset from a manifest: propose pairs, ask, denoise, fit, filter, export.
@@ -93,14 +94,22 @@ def run(
     Every stage resumes: answers come from the ask cache, fitted pairs are skipped, the export is redone.
     """
     options = make_options(
-        **{k: v for k, v in locals().items() if k not in ("manifest", "out", "json_out", "batch_size")}
+        **{
+            k: v
+            for k, v in locals().items()
+            if k not in ("manifest", "out", "json_out", "batch_size", "iters")
+        }
     )
     from apu_jax.ask.pipeline import run_pipeline
     from apu_jax.ask.providers import ProviderError
+    from apu_jax.fit.engine import FitStructure
+    from cli.fit import parse_iters
+
+    fit_kwargs = {"batch_size": batch_size, "structure": FitStructure(iters=parse_iters(iters))}
 
     try:
         with progress_bars(not json_out) as progress:
-            summary = run_pipeline(manifest, out, options, progress, fit_kwargs={"batch_size": batch_size})
+            summary = run_pipeline(manifest, out, options, progress, fit_kwargs=fit_kwargs)
     except user_errors() as err:
         fail(str(err), 2)
     except ProviderError as err:

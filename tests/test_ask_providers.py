@@ -278,7 +278,8 @@ def test_dry_run_estimate_then_run_then_cached_rerun(tmp_path):
     assert pairs["pair_id"].tolist() == ["img0:0-1", "img2:0-1"]
     # the mock says (right hand, left shoulder); the denoiser flips it to A-left hand / B-right shoulder:
     # fake regions: hand-left = 0, shoulder-right = 2·11 + 1 = 23
-    assert pairs["contact_pairs"][0].tolist() == [[0, 23]]
+    assert pairs["contact_pairs"].shape == (2, 16, 2)  # contact slots bucketed to 16, -1 padding
+    assert pairs["contact_pairs"][0].tolist() == [[0, 23]] + [[-1, -1]] * 15
     assert pairs["contact_weights"][0, 0] == pytest.approx(
         0.9 * math.exp(-0.5 * (5 / 275 / 0.2) ** 2), abs=1e-5
     )

@@ -400,7 +400,8 @@ def _write_pairs(
     if not rows:
         path.unlink(missing_ok=True)
         return 0, corrected, lines
-    n, c_max = len(rows), max(len(r[1]) for r in rows)
+    # Contact slots are bucketed to a power of two (≥ 16) so pair sets of different runs share fit compiles.
+    n, c_max = len(rows), max(16, 1 << (max(len(r[1]) for r in rows) - 1).bit_length())
     people = [(job.image.people[job.a], job.image.people[job.b]) for job, *_ in rows]
     contact_pairs = np.full((n, c_max, 2), -1, np.int32)
     contact_weights = np.zeros((n, c_max), np.float32)
