@@ -108,6 +108,7 @@ def run_pipeline(
         pairs_fitted=fitted,
         pairs_kept=kept,
         fit_errors=fit.get("n_errors", 0),
+        fit_skipped_done=fit.get("n_skipped_done", 0),
         dataset=str(out / "dataset.npz") if kept or fitted else None,
         seconds={
             "ask": round(t_ask, 3),
