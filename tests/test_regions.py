@@ -215,6 +215,8 @@ def _check_geometry(regions, verts: np.ndarray, joints: np.ndarray) -> None:
     chest = cents[vocabulary_to_regions("chest", "n/a", regions), 2]
     back = cents[vocabulary_to_regions("back", "n/a", regions), 2]
     assert chest.min() > back.max()
+    stomach = cents[vocabulary_to_regions("stomach", "n/a", regions), 1]
+    assert cents[vocabulary_to_regions("chest", "n/a", regions), 1].min() > stomach.max()
     face = cents[vocabulary_to_regions("face", "n/a", regions), 2]
     head_back = [r for r in vocabulary_to_regions("head", "n/a", regions) if "back" in regions.labels[r]]
     assert face.min() > cents[head_back, 2].max()
@@ -235,6 +237,24 @@ def test_stick_figure_regions(stick):
     assert 70 <= regions.num_regions <= 75
     _check_structure(regions, stick)
     _check_geometry(regions, stick["v_template"], stick["J_regressor"] @ stick["v_template"])
+
+
+def test_trunk_bands_do_not_depend_on_how_spine_joints_share_the_skin(stick):
+    # Give every trunk vertex to spine2: the four trunk bands must still exist, stacked by height.
+    arrays = dict(stick)
+    weights = arrays["weights"].copy()
+    trunk = np.isin(np.argmax(weights, axis=1), (0, 3, 6, 9))
+    weights[trunk] = 0.0
+    weights[trunk, 6] = 1.0
+    arrays["weights"] = weights
+    regions = generate_regions(arrays)
+    cents = _centroids(regions, arrays["v_template"])
+    heights = []
+    for part in ("hips", "lower_torso", "mid_torso", "upper_torso"):
+        members = [r for r in range(regions.num_regions) if regions.parts[r] == part]
+        assert members, part
+        heights.append(cents[members, 1].mean())
+    assert heights == sorted(heights)
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="bundled default model not built yet")

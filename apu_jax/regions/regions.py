@@ -15,9 +15,11 @@ left is +X):
 
 1. Each vertex gets its dominant skinning joint (argmax of its weights). Joints group into 20 coarse parts:
    per side hand (wrist + fingers), forearm (elbow), upper arm (shoulder), shoulder (collar), thigh (hip),
-   lower leg (knee), foot (ankle + foot); on the midline hips (pelvis), lower/mid/upper torso (spine1/2/3),
-   neck and head (head + jaw). Vertices dominated by the eye joints are the eyeballs, inside the head, and
-   belong to no region.
+   lower leg (knee), foot (ankle + foot); on the midline the trunk, neck and head (head + jaw). The trunk
+   (vertices dominated by pelvis or spine1/2/3) is cut into four bands, hips / lower / mid / upper torso, by
+   the nearest of those four joints in height along the pelvis → neck axis, because models share the trunk
+   between spine joints differently. Vertices dominated by the eye joints are the eyeballs, inside the head,
+   and belong to no region.
 2. Regions are split greedily: the region (or left/right mirror pair of regions, split together so that the
    set stays symmetric) with the largest surface area is cut along its part's next cut, until `target`
    regions exist or no cut leaves both halves with at least `min_vertices` vertices. Each part has a fixed
@@ -303,9 +305,32 @@ def _split_group(nodes: list[_Node], geo, areas, min_vertices: int) -> list[tupl
     return None
 
 
+_SPINE = (0, 3, 6, 9)  # pelvis, spine1, spine2, spine3: the joints whose vertices form the trunk
+_NECK = 12
+
+
+def _part_joint(geo: dict[str, np.ndarray]) -> np.ndarray:
+    """(V,) joint deciding each vertex's coarse part: its dominant skinning joint, except on the trunk.
+
+    Models share the trunk between the spine joints very differently (one model's spine2 covers the chest,
+    another's spine3), so trunk vertices go to the spine joint nearest in height along the pelvis → neck
+    axis: the bands then sit at the same anatomical heights on every model.
+    """
+    dominant = np.argmax(geo["weights"], axis=1)
+    trunk = np.isin(dominant, _SPINE)
+    joints = geo["joints"]
+    axis = joints[_NECK] - joints[0]
+    axis = axis / max(np.linalg.norm(axis), 1e-9)
+    height = (geo["vertices"][trunk] - joints[0]) @ axis  # (n,)
+    spine_heights = (joints[list(_SPINE)] - joints[0]) @ axis  # (4,)
+    nearest = np.argmin(np.abs(height[:, None] - spine_heights[None, :]), axis=1)
+    dominant[trunk] = np.asarray(_SPINE)[nearest]
+    return dominant
+
+
 def _partition(geo: dict[str, np.ndarray], target: int, min_vertices: int) -> list[_Node]:
     """Greedy, mirror-symmetric area-driven splitting of the coarse parts (see the module doc)."""
-    dominant = np.argmax(geo["weights"], axis=1)
+    dominant = _part_joint(geo)
     areas = _vertex_areas(geo["vertices"], geo["faces"])
     nodes: list[_Node] = []
     for part in PARTS:
