@@ -56,6 +56,8 @@ def fit(
     from apu_jax.fit.gmm import GmmFileError
     from apu_jax.fit.run import fit_pairset
 
+    if not pairs.exists():
+        fail(f"pair set not found: {pairs}")
     first, second = parse_iters(iters)
     if batch_size < 1:
         fail("--batch-size must be ≥ 1")

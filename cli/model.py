@@ -24,7 +24,8 @@ def info(
 ) -> None:
     """Sizes, regions, keypoint formats and licence of a body model."""
     import apu_jax
-    from apu_jax.regions import KEYPOINT_FORMATS, load_regions
+    from apu_jax.regions import load_regions
+    from apu_jax.regions.keypoints import KEYPOINT_FORMATS
 
     try:
         body = apu_jax.load_model(model, kid_template=kid_template)
