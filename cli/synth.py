@@ -64,6 +64,9 @@ def synth(
         bool, typer.Option(help="Shift subject B once so that the clip's closest approach touches.")
     ] = True,
     max_shift: Annotated[float, typer.Option(help="Largest gap (m) that --close-gap closes.")] = 0.4,
+    denoise: Annotated[
+        bool, typer.Option(help="Pass the simulated answers through apu ask's laterality denoiser.")
+    ] = False,
     image_size: Annotated[str, typer.Option(help="Image size WxH in pixels.")] = "1280x720",
     cam_distance: Annotated[tuple[float, float], typer.Option(help="Camera distance range (m).")] = (
         2.5,
@@ -155,6 +158,7 @@ def synth(
         perceived_dist=perceived_dist,
         close_gap=close_gap,
         max_shift=max_shift,
+        denoise=denoise,
         image_size=size,
         cam_distance=tuple(cam_distance),
         cam_height=tuple(cam_height),

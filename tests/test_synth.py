@@ -277,6 +277,21 @@ def test_lvlm_answer_noise_kinds():
     assert np.mean(1.0 - np.asarray(weights)) == pytest.approx(0.2 * np.sqrt(2 / np.pi), rel=0.1)
 
 
+def test_denoise_answer_fixes_laterality_from_keypoints():
+    # Two people facing each other; their right wrists (BODY-25 4) meet, left wrists (7) are far apart.
+    kp_a = np.zeros((25, 3))
+    kp_b = np.zeros((25, 3))
+    kp_a[:, :2] = np.random.default_rng(0).uniform(100, 300, (25, 2))
+    kp_b[:, :2] = kp_a[:, :2] + [400.0, 0.0]
+    kp_a[:, 2] = kp_b[:, 2] = 1.0
+    kp_a[4, :2], kp_b[4, :2] = [500.0, 200.0], [505.0, 200.0]
+    kp_a[3, :2], kp_b[3, :2] = [450.0, 210.0], [555.0, 210.0]
+    wrong = [synth.PartContact("hand", "left", "hand", "left", 0.9, "flipped")]
+    fixed = synth.denoise_answer(wrong, kp_a, kp_b)
+    assert (fixed[0].side_a, fixed[0].side_b, fixed[0].kind) == ("right", "right", "corrected")
+    assert 0.0 < fixed[0].weight <= 0.9
+
+
 def test_region_contacts_match_brute_force(model, clip):
     regions = load_regions(model, max_vertices=None)
     va, vb = clip.vertices[1]
@@ -464,6 +479,7 @@ def test_cli_defaults_match_the_library():
     ):
         assert params[name].default == pytest.approx(getattr(opts, name)), name
     assert params["close_gap"].default is opts.close_gap
+    assert params["denoise"].default is opts.denoise
     assert tuple(params["cam_distance"].default) == opts.cam_distance
     assert tuple(params["cam_height"].default) == opts.cam_height
     assert params["image_size"].default == "x".join(map(str, opts.image_size))

@@ -135,6 +135,7 @@ class SynthOptions:
     cam_distance: tuple[float, float] = (2.5, 5.0)  # m, horizontal camera distance from the pair centroid
     cam_height: tuple[float, float] = (1.0, 1.8)  # m, camera height above the floor
     margin: float = 0.04  # fraction of the image side kept free around the keypoints (camera backs off)
+    denoise: bool = False  # pass the answers through `apu ask`'s keypoint laterality denoiser
 
 
 # ----------------------------------------------------------------------------------- BVH and alignment
@@ -683,7 +684,7 @@ class PartContact:
     part_b: str
     side_b: str
     weight: float  # soft weight in [0, 1]
-    kind: str  # "true", "flipped" or "hallucinated"
+    kind: str  # "true", "flipped", "hallucinated" or (after `denoise_answer`) "corrected"
 
 
 def name_contacts(
@@ -739,6 +740,29 @@ def lvlm_answer(
         sb = "n/a" if pb in CENTRAL_PARTS else str(rng.choice(["left", "right"]))
         weight = float(np.clip(1.0 - abs(rng.standard_normal() * 2.0 * sigma), 0.05, 1.0))
         out.append(PartContact(pa, sa, pb, sb, weight, "hallucinated"))
+    return out
+
+
+def denoise_answer(answer: Sequence[PartContact], kp_a: np.ndarray, kp_b: np.ndarray) -> list[PartContact]:
+    """The answer after `apu ask`'s laterality denoising against the (noisy) BODY-25 keypoints (25, 3).
+
+    Sides may be corrected (or become "both"); the weight becomes keypoint evidence × the answer's weight.
+    A contact whose sides changed is marked "corrected" unless it was hallucinated.
+    """
+    from apu_jax.ask import Contact, resolve_laterality
+
+    out = []
+    for c in answer:
+        asked = Contact(
+            part_a=c.part_a,
+            side_a="unknown" if c.side_a == "n/a" else c.side_a,
+            part_b=c.part_b,
+            side_b="unknown" if c.side_b == "n/a" else c.side_b,
+            confidence=c.weight,
+        )
+        r = resolve_laterality(asked, kp_a, kp_b)
+        kind = "corrected" if r.corrected and c.kind != "hallucinated" else c.kind
+        out.append(PartContact(r.part_a, r.side_a, r.part_b, r.side_b, float(r.weight), kind))
     return out
 
 
@@ -938,7 +962,8 @@ def synthesize_from_clip(
             rows["init"].append(init)
             rows["keypoints"].append(np.stack(kps))
             rows["gt_contacts"].append(gt_contacts.reshape(-1, 2))
-            rows["answer"].append(lvlm_answer(rng, named, noise))
+            answer = lvlm_answer(rng, named, noise)
+            rows["answer"].append(denoise_answer(answer, kps[0], kps[1]) if options.denoise else answer)
             rows["named"].append(len(named))
     timing["observations"] = time.perf_counter() - t3
     num = len(rows["pair_id"])
@@ -1025,6 +1050,7 @@ def synthesize_from_clip(
             "answer_true": kinds.count("true"),
             "answer_flipped": kinds.count("flipped"),
             "answer_hallucinated": kinds.count("hallucinated"),
+            "answer_corrected": kinds.count("corrected"),
             "map_pairs_per_pair": float(np.mean([len(p) for p, _ in maps])),
             "map_recall_of_gt": _map_recall(arrays["contact_pairs"], arrays["gt_contact_pairs"]),
         },
