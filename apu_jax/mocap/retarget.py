@@ -13,8 +13,9 @@ with û the unit vector. Positions alone would bend the pose to absorb different
 two skeletons; bone directions make the pose follow the limbs' directions regardless of length, while
 positions keep the body in place and let the shared betas match the subject's size.
 
-Two passes keep every compiled shape fixed: (1) betas, with the poses of up to `chunk` evenly spaced frames;
-(2) all frames in chunks of `chunk` (padded), betas frozen, each frame an independent vmapped optimisation.
+Every compiled shape is fixed: a clip of at most `chunk` frames is fitted in one padded batch, betas and poses
+together; a longer clip first gets its betas from `chunk` evenly spaced frames, then all frames are fitted in
+chunks of `chunk` with betas frozen, each frame an independent vmapped optimisation.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class RetargetConfig:
     w_betas: float = 1e-3  # L2 shape regulariser
     learning_rate: float = 0.05  # Adam step size (radians / metres / shape units per step at most ~lr)
     num_steps: int = struct.field(pytree_node=False, default=300)  # Adam iterations per pass
-    chunk: int = struct.field(pytree_node=False, default=256)  # frames per compiled batch
+    chunk: int = struct.field(pytree_node=False, default=128)  # frames per compiled batch
 
 
 def default_config(**overrides) -> RetargetConfig:
@@ -305,7 +306,8 @@ def retarget(
       model: the body model (e.g. `apu_jax.load_model("default")`).
       targets: from `apu_jax.mocap.skeletons.mocap_targets`.
       config: weights and optimiser settings (`default_config()` when None).
-      betas: (B,) fixed shape; when None, betas are fitted on up to `config.chunk` evenly spaced frames.
+      betas: (B,) fixed shape; when None, betas are fitted with the poses of a clip of at most
+        `config.chunk` frames, or on `config.chunk` evenly spaced frames of a longer clip first.
     Returns:
       `RetargetResult` with per-frame parameters and per-joint errors in millimetres.
     """
@@ -321,13 +323,22 @@ def retarget(
         p = initial_frame_params(rest[:NUM_BODY_JOINTS], targets.joints[idx])
         return {"betas": shape_betas, **{k: jnp.asarray(v) for k, v in p.items()}}
 
-    if betas is None:
-        sample = np.unique(np.linspace(0, num_frames - 1, min(chunk, num_frames)).round().astype(np.int64))
-        idx, mask = _padded(sample, chunk)
+    def fit(idx: np.ndarray, mask: np.ndarray, shape_betas: jax.Array, fit_betas: float) -> dict:
+        p = init(idx, shape_betas)
         fitted, _, _ = _fit_chunk(
-            model, init(idx, zero_betas), _chunk_targets(targets, idx), jnp.asarray(mask), layout, config, 1.0
+            model, p, _chunk_targets(targets, idx), jnp.asarray(mask), layout, config, fit_betas
         )
-        shape_betas = fitted["betas"]
+        return fitted
+
+    # Betas: fitted together with the poses when the clip fits in one chunk, else on evenly spaced frames.
+    first = None
+    if betas is None:
+        if num_frames <= chunk:
+            first = fit(*_padded(np.arange(num_frames), chunk), zero_betas, 1.0)
+            shape_betas = first["betas"]
+        else:
+            sample = np.unique(np.linspace(0, num_frames - 1, chunk).round().astype(np.int64))
+            shape_betas = fit(*_padded(sample, chunk), zero_betas, 1.0)["betas"]
     else:
         shape_betas = jnp.asarray(betas, jnp.float32)
 
@@ -335,16 +346,7 @@ def retarget(
     errors = []
     for begin in range(0, num_frames, chunk):
         real = np.arange(begin, min(begin + chunk, num_frames))
-        idx, mask = _padded(real, chunk)
-        fitted, _, _ = _fit_chunk(
-            model,
-            init(idx, shape_betas),
-            _chunk_targets(targets, idx),
-            jnp.asarray(mask),
-            layout,
-            config,
-            0.0,
-        )
+        fitted = first if first is not None else fit(*_padded(real, chunk), shape_betas, 0.0)
         frame_params = {k: fitted[k] for k in out}
         joints = np.asarray(body_joints(model, shape_betas, frame_params))[: len(real)]
         errors.append(1000.0 * np.linalg.norm(joints - targets.joints[real], axis=-1))

@@ -137,12 +137,12 @@ _CC = _build(
         "left_knee": _one("CC_Base_L_Calf"),
         "left_ankle": _one("CC_Base_L_Foot"),
         "left_foot": _one("CC_Base_L_ToeBase"),
-        "spine1": _one("CC_Base_Spine01"),
-        "spine2": _lerp("CC_Base_Spine01", "CC_Base_Spine02", 0.8),
-        "spine3": _lerp("CC_Base_Spine02", "CC_Base_NeckTwist01", 0.3),
-        "neck": _one("CC_Base_NeckTwist01"),
+        "spine1": _lerp("CC_Base_Pelvis", "CC_Base_Waist", 0.55),
+        "spine2": _lerp("CC_Base_Spine01", "CC_Base_Spine02", 0.5),
+        "spine3": _lerp("CC_Base_Spine02", "CC_Base_NeckTwist01", 0.35),
+        "neck": _lerp("CC_Base_Spine02", "CC_Base_NeckTwist01", 0.9),
         "head": _one("CC_Base_Head"),
-        "left_collar": _lerp("CC_Base_L_Clavicle", "CC_Base_L_Upperarm", 0.4),
+        "left_collar": _one("CC_Base_L_Clavicle"),
         "left_shoulder": _one("CC_Base_L_Upperarm"),
         "left_elbow": _one("CC_Base_L_Forearm"),
         "left_wrist": _one("CC_Base_L_Hand"),
@@ -160,17 +160,18 @@ _CC = _build(
 )
 
 _ASF_LEFT_JOINTS: dict[str, Blend] = {
-    "pelvis": _one("hip"),
+    # The cgspeed root sits ~11 cm above the hip joints, the bundled model's pelvis ~2 cm: blend towards them.
+    "pelvis": (("hip", 0.15), ("lfemur", 0.425), ("rfemur", 0.425)),
     "left_hip": _one("lfemur"),
     "left_knee": _one("ltibia"),
     "left_ankle": _one("lfoot"),
     "left_foot": _one("ltoes"),
-    "spine1": _lerp("lowerback", "upperback", 0.8),
-    "spine2": _lerp("upperback", "thorax", 0.8),
-    "spine3": _lerp("thorax", "upperneck", 0.3),
-    "neck": _one("upperneck"),
-    "head": _one("head"),
-    "left_collar": _lerp("lclavicle", "lhumerus", 0.4),
+    "spine1": (("hip", 0.52), ("lfemur", 0.24), ("rfemur", 0.24)),
+    "spine2": _lerp("hip", "upperback", 0.75),
+    "spine3": _one("thorax"),
+    "neck": _lerp("upperneck", "head", 0.47),
+    "head": _lerp("head", "head/End", 0.4),
+    "left_collar": _lerp("upperneck", "lhumerus", 0.15),
     "left_shoulder": _one("lhumerus"),
     "left_elbow": _one("lradius"),
     "left_wrist": _one("lwrist"),
@@ -189,7 +190,7 @@ _ASF_TO_MOBU: dict[str, str] = {
     "lowerback": "LowerBack", "upperback": "Spine", "thorax": "Spine1", "lowerneck": "Neck",
     "upperneck": "Neck1", "head": "Head", "lclavicle": "LeftShoulder", "lhumerus": "LeftArm",
     "lradius": "LeftForeArm", "lwrist": "LeftHand", "lhand": "LeftFingerBase", "lfingers": "LeftHandIndex1",
-    "lthumb": "LThumb",
+    "lthumb": "LThumb", "rfemur": "RightUpLeg", "head/End": "Head/End",
 }  # fmt: skip
 
 
