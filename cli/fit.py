@@ -47,6 +47,12 @@ def fit(
         float | None, typer.Option(help="Keep a pair when both errors < this.")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Fit only the first N pairs.")] = None,
+    prior: Annotated[
+        Path | None,
+        typer.Option(
+            help="Trained pair prior (apu prior train): prior-guided fit instead of contacts + GMM."
+        ),
+    ] = None,
     json_out: JsonOut = False,
 ) -> None:
     """Fit both people of every pair to keypoints, contact map and priors; filter by reprojection error."""
@@ -58,6 +64,8 @@ def fit(
 
     if not pairs.exists():
         fail(f"pair set not found: {pairs}")
+    if prior is not None and not prior.exists():
+        fail(f"prior checkpoint not found: {prior}")
     first, second = parse_iters(iters)
     if batch_size < 1:
         fail("--batch-size must be ≥ 1")
@@ -86,6 +94,7 @@ def fit(
                 gmm=gmm,
                 progress=update,
                 limit=limit,
+                prior=prior,
             )
     except (apu_jax.ModelFileError, PairSetError, GmmFileError, ValueError) as err:
         fail(str(err))

@@ -194,3 +194,30 @@ def test_sharding_over_forced_host_devices(setup, tmp_path):
     assert out["batch"] == 4  # padded up to a multiple of the 4 devices
     # The fit-engine statics in the subprocess use the default proxy/query sizes, so compare loosely.
     np.testing.assert_allclose(np.asarray(out["pose"]), s["result"]["body_pose"], atol=0.05)
+
+
+def test_prior_guided_fit_uses_the_prior_term(setup):
+    from apu_jax.prior.denoiser import DenoiserConfig, init_denoiser_params
+    from apu_jax.prior.guidance import PriorModel
+    from apu_jax.prior.schedule import cosine_schedule
+
+    s = setup
+    config = DenoiserConfig(
+        num_betas=s["model"].num_betas, width=16, depth=1, heads=2, mlp_dim=16, dropout=0.0
+    )
+    prior = PriorModel(
+        params=init_denoiser_params(config, jax.random.PRNGKey(0)),
+        schedule=cosine_schedule(1000),
+        config=config,
+    )
+    statics = s["statics"].replace(prior=prior)
+    guided = FitStructure(iters=(6, 3), use_contact=False, use_gmm=False, use_prior=True)
+    on = jax.device_get(fit_batch(s["model"], statics, s["inputs"], FitWeights.defaults(), guided))
+    off = jax.device_get(fit_batch(s["model"], statics, s["inputs"], FitWeights.defaults(prior=0.0), guided))
+    prior_term = TERMS.index("prior")
+    assert np.all(np.isfinite(on["terms_stage1"][:, prior_term])) and np.all(
+        on["terms_stage1"][:, prior_term] > 0
+    )
+    assert np.all(off["terms_stage1"][:, prior_term] == 0)
+    assert not np.allclose(on["body_pose"], off["body_pose"])  # the (traced) guidance weight takes effect
+    assert np.all(np.isfinite(on["loss_history_stage1"]))

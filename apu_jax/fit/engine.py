@@ -33,8 +33,10 @@ from apu_jax.fit.losses import (
     pose_init_prior,
     shape_prior,
 )
+from apu_jax.prior.guidance import GuidanceWeights, PriorModel, denoise_target, diffusion_guidance_loss
+from apu_jax.prior.representation import PairParams
 
-TERMS = ("keypoints", "contact", "gmm", "shape", "init_pose", "interpenetration")
+TERMS = ("keypoints", "contact", "gmm", "shape", "init_pose", "interpenetration", "prior")
 # The contact term is measured in cm² so that the paper's λ_C = 1 is comparable to the keypoint term.
 CONTACT_UNITS_PER_M2 = 1e4
 
@@ -49,6 +51,10 @@ class FitWeights:
     shape: jax.Array  # (2,) λ_β on Σβ²
     init_pose: jax.Array  # (2,) λ_q on Σ(θ − θ_init)² (rad²)
     interpenetration: jax.Array  # (2,) λ_P on the interpenetration penalty
+    prior: (
+        jax.Array
+    )  # (2,) multiplier of the diffusion-prior guidance loss (used when FitStructure.use_prior)
+    prior_step: jax.Array  # () diffusion step t the estimate is noised to each iteration (BUDDI: 10)
     learning_rate: jax.Array  # (2,) Adam step size per stage
     gmof_rho: jax.Array  # () GMoF scale in 512-box px (used when FitStructure.robust)
     filter_threshold: jax.Array  # () keep a pair when both reprojection errors are below this (512-box px)
@@ -63,6 +69,8 @@ class FitWeights:
             "shape": (40.0, 0.0),
             "init_pose": (200.0, 200.0),
             "interpenetration": (0.0, 1000.0),
+            "prior": (1.0, 1.0),
+            "prior_step": 10.0,
             "learning_rate": (0.01, 0.001),
             "gmof_rho": 100.0,
             "filter_threshold": 20.0,
@@ -86,6 +94,7 @@ class FitStructure:
     use_interpenetration: bool = True  # include the interpenetration term in stage 2
     optimise_global_orient: bool = False  # BUDDI keeps the global orientation fixed
     robust: bool = False  # GMoF on keypoint residuals
+    use_prior: bool = False  # diffusion-prior guidance (FitStatics.prior must be set)
 
 
 @struct.dataclass
@@ -98,6 +107,7 @@ class FitStatics:
     gmm: Gmm  # pose prior
     proxy: Proxy  # low-resolution closed surface for the inside test
     query_ids: jax.Array  # (Q,) int32 vertices tested for interpenetration
+    prior: PriorModel | None = None  # trained pair prior for prior-guided fitting, or None
 
 
 @struct.dataclass
@@ -137,12 +147,14 @@ def loss_terms(
     weights: FitWeights,
     structure: FitStructure,
     stage: int,
+    prior_target: PairParams | None = None,
 ) -> dict[str, jax.Array]:
     """Unweighted loss terms of one pair at the current parameters (stage static: 0 or 1).
 
     Args:
         params: `global_orient` (2, 3), `body_pose` (2, 63), `betas` (2, B), `transl` (2, 3).
         init_pose: (2, 63) the initial-pose target.
+        prior_target: the denoised estimate (no gradient) when `structure.use_prior`.
     Returns:
         term name → () value (terms the structure leaves out are 0).
     """
@@ -157,6 +169,7 @@ def loss_terms(
         "contact": zero,
         "gmm": zero,
         "interpenetration": zero,
+        "prior": zero,
     }
     if structure.use_contact:
         terms["contact"] = CONTACT_UNITS_PER_M2 * contact_loss(
@@ -175,7 +188,24 @@ def loss_terms(
         terms["interpenetration"] = interpenetration_loss(
             out["vertices"][0], out["vertices"][1], statics.proxy, statics.query_ids
         )
+    if structure.use_prior and prior_target is not None:
+        current = PairParams(**{k: params[k] for k in ("global_orient", "body_pose", "betas", "transl")})
+        terms["prior"] = diffusion_guidance_loss(current, prior_target, GuidanceWeights())
     return terms
+
+
+def _prior_target(
+    params: Mapping[str, jax.Array],
+    model: BodyModel,
+    statics: FitStatics,
+    weights: FitWeights,
+    key: jax.Array,
+) -> PairParams:
+    """Diffuse the current estimate to step t, denoise once; a constant for the gradient (BUDDI's SDS-like
+    guidance)."""
+    current = PairParams(**{k: params[k] for k in ("global_orient", "body_pose", "betas", "transl")})
+    step = weights.prior_step.astype(jnp.int32)
+    return jax.lax.stop_gradient(denoise_target(statics.prior, model, current, key, step))
 
 
 def _weighted_total(terms: Mapping[str, jax.Array], weights: FitWeights, stage: int) -> jax.Array:
@@ -195,22 +225,27 @@ def _run_stage(
 ) -> tuple[dict[str, jax.Array], jax.Array]:
     """Adam on the `free` parameters for `structure.iters[stage]` steps; returns them and the loss history."""
 
-    def total(free_params: dict[str, jax.Array]) -> jax.Array:
-        terms = loss_terms(
-            {**fixed, **free_params}, init_pose, model, statics, pair, weights, structure, stage
-        )
+    def total(free_params: dict[str, jax.Array], target: PairParams | None) -> jax.Array:
+        params = {**fixed, **free_params}
+        terms = loss_terms(params, init_pose, model, statics, pair, weights, structure, stage, target)
         return _weighted_total(terms, weights, stage)
 
     optimiser = optax.inject_hyperparams(optax.adam)(learning_rate=weights.learning_rate[stage])
     value_and_grad = jax.value_and_grad(total)
+    base_key = jax.random.fold_in(jax.random.PRNGKey(0), stage)
 
-    def step(carry, _):
+    def step(carry, index):
         current, opt_state = carry
-        value, grads = value_and_grad(current)
+        target = None
+        if structure.use_prior:
+            key = jax.random.fold_in(base_key, index)
+            target = _prior_target({**fixed, **current}, model, statics, weights, key)
+        value, grads = value_and_grad(current, target)
         updates, opt_state = optimiser.update(grads, opt_state, current)
         return (optax.apply_updates(current, updates), opt_state), value
 
-    (free, _), history = jax.lax.scan(step, (free, optimiser.init(free)), None, length=structure.iters[stage])
+    steps = jnp.arange(structure.iters[stage])
+    (free, _), history = jax.lax.scan(step, (free, optimiser.init(free)), steps)
     return free, history
 
 
@@ -237,14 +272,17 @@ def fit_pair(
     fixed = {k: v for k, v in start.items() if k not in free}
     free, history1 = _run_stage(free, fixed, pair.body_pose, model, statics, pair, weights, structure, 0)
     after1 = {**fixed, **free}
-    terms1 = loss_terms(after1, pair.body_pose, model, statics, pair, weights, structure, 0)
+    final_key = jax.random.PRNGKey(1)
+    target1 = _prior_target(after1, model, statics, weights, final_key) if structure.use_prior else None
+    terms1 = loss_terms(after1, pair.body_pose, model, statics, pair, weights, structure, 0, target1)
 
     free2 = {k: after1[k] for k in stage1_keys if k != "betas"}
     fixed2 = {k: v for k, v in after1.items() if k not in free2}
     init2 = after1["body_pose"]
     free2, history2 = _run_stage(free2, fixed2, init2, model, statics, pair, weights, structure, 1)
     final = {**fixed2, **free2}
-    terms2 = loss_terms(final, init2, model, statics, pair, weights, structure, 1)
+    target2 = _prior_target(final, model, statics, weights, final_key) if structure.use_prior else None
+    terms2 = loss_terms(final, init2, model, statics, pair, weights, structure, 1, target2)
 
     joints = _bodies(model, final)["joints"][:, statics.keypoint_joint_ids]
     errors = jnp.stack(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -33,6 +34,7 @@ from apu_jax.fit.camera import Camera, default_focal
 from apu_jax.fit.engine import TERMS, FitStatics, FitStructure, FitWeights, PairInputs, fit_batch
 from apu_jax.fit.gmm import load_gmm
 from apu_jax.fit.interpenetration import build_proxy, sample_query_ids
+from apu_jax.prior.guidance import PriorModel
 from apu_jax.regions import load_regions, model_to_keypoint_indices
 
 DEFAULT_QUERY_VERTICES = 512
@@ -45,6 +47,7 @@ def build_statics(
     gmm: str | os.PathLike = "default",
     num_query_vertices: int = DEFAULT_QUERY_VERTICES,
     num_proxy_vertices: int = DEFAULT_PROXY_VERTICES,
+    prior: PriorModel | None = None,
 ) -> FitStatics:
     """Per-model arrays the fit needs (regions, keypoint map, GMM, interpenetration proxy); once per run."""
     regions = load_regions(model)
@@ -55,6 +58,7 @@ def build_statics(
         gmm=load_gmm(gmm),
         proxy=build_proxy(model, num_proxy_vertices),
         query_ids=sample_query_ids(model, num_query_vertices),
+        prior=prior,
     )
 
 
@@ -139,6 +143,7 @@ def fit_pairset(
     gmm: str | os.PathLike = "default",
     progress: Callable[[int, int], None] | None = None,
     limit: int | None = None,
+    prior: str | os.PathLike | PriorModel | None = None,
 ) -> dict[str, Any]:
     """Fit every pair of a pair set; write the fits directory (docs/FORMATS.md). Resumable.
 
@@ -157,11 +162,19 @@ def fit_pairset(
         gmm: the pose prior ("default" or a path).
         progress: called as progress(done, total) after each shard.
         limit: fit only the first `limit` pairs (for quick looks).
+        prior: a trained pair prior (checkpoint path or `PriorModel`) for prior-guided fitting: turns on
+            `structure.use_prior` and, as in the paper, replaces the contact and GMM terms.
     Returns:
         Summary: counts, timings, throughput.
     """
     structure = structure or FitStructure()
     weights = weights or FitWeights.defaults()
+    if prior is not None:
+        if not isinstance(prior, PriorModel):
+            from apu_jax.prior.train import load_prior
+
+            prior = load_prior(prior)
+        structure = dataclasses.replace(structure, use_prior=True, use_contact=False, use_gmm=False)
     pairs = load_pairset(pairs_path)
     if limit is not None:
         pairs = pairs.select(np.arange(min(limit, len(pairs))))
@@ -182,6 +195,7 @@ def fit_pairset(
             "use_interpenetration": structure.use_interpenetration,
             "optimise_global_orient": structure.optimise_global_orient,
             "robust": structure.robust,
+            "use_prior": structure.use_prior,
         },
         "weights": {k: np.asarray(getattr(weights, k)).tolist() for k in weights.__dataclass_fields__},
     }
@@ -194,7 +208,7 @@ def fit_pairset(
     atomic_write_text(fits_meta_path(out_dir), json.dumps(meta, indent=2))
 
     start = time.perf_counter()
-    statics = build_statics(body, pairs.keypoint_format, gmm)
+    statics = build_statics(body, pairs.keypoint_format, gmm, prior=prior)
     errors = validate_pairs(pairs, int(statics.region_vertex_ids.shape[0]), body.num_betas)
     done = finished_pair_ids(out_dir)
     todo = np.array([i for i, pid in enumerate(pairs["pair_id"].tolist()) if pid not in done], dtype=np.int64)
