@@ -56,7 +56,7 @@ def synth(
     ] = 0.25,
     min_change_mm: Annotated[
         float, typer.Option(help="Min mean joint change between picked frames (mm).")
-    ] = 40.0,
+    ] = 25.0,
     perceived_dist: Annotated[
         float, typer.Option(help="Region pairs closer than this (m) are contacts an annotator would name.")
     ] = 0.05,
@@ -86,10 +86,10 @@ def synth(
     kp_conf_jitter: Annotated[
         float, typer.Option(help="σ of the random part of keypoint confidence.")
     ] = 0.05,
-    init_pose: Annotated[float, typer.Option(help="Per-joint pose error σ per axis (rad).")] = 0.17,
-    init_orient: Annotated[float, typer.Option(help="Global orientation error σ per axis (rad).")] = 0.15,
-    init_betas: Annotated[float, typer.Option(help="Shape coefficient error σ.")] = 0.5,
-    init_depth: Annotated[float, typer.Option(help="σ of the log depth factor along the camera ray.")] = 0.12,
+    init_pose: Annotated[float, typer.Option(help="Per-joint pose error σ per axis (rad).")] = 0.15,
+    init_orient: Annotated[float, typer.Option(help="Global orientation error σ per axis (rad).")] = 0.12,
+    init_betas: Annotated[float, typer.Option(help="Shape coefficient error σ.")] = 0.4,
+    init_depth: Annotated[float, typer.Option(help="σ of the log depth factor along the camera ray.")] = 0.06,
     init_depth_size: Annotated[
         float, typer.Option(help="Fraction of the depth factor matched by a body-size change.")
     ] = 0.5,

@@ -96,12 +96,10 @@ class SynthNoise:
     kp_dropout: float = 0.05  # probability that a keypoint is missing (confidence 0)
     kp_outlier: float = 0.02  # probability of a gross keypoint error (displaced by ~15 % of the person size)
     kp_conf_jitter: float = 0.05  # σ of the confidence's random part (confidence also falls with the error)
-    init_pose: float = 0.17  # rad, σ per axis of the per-joint body-pose rotation error
-    init_orient: float = 0.15  # rad, σ per axis of the global-orientation error
-    init_betas: float = 0.5  # σ of the error added to each shape coefficient
-    init_depth: float = (
-        0.12  # σ of the log depth factor: the pelvis moves along its camera ray by exp(N(0,σ))
-    )
+    init_pose: float = 0.15  # rad, σ per axis of the per-joint body-pose rotation error
+    init_orient: float = 0.12  # rad, σ per axis of the global-orientation error
+    init_betas: float = 0.4  # σ of the error added to each shape coefficient
+    init_depth: float = 0.06  # σ of the log depth factor: the pelvis moves along its ray by exp(N(0,σ))
     init_depth_size: float = 0.5  # fraction of the depth factor matched by a body-size change (0..1)
     init_xy: float = 0.03  # m, σ of the lateral (camera x/y) position error of the pelvis
     contact_miss: float = 0.2  # probability that a true part contact is left out of the answer
@@ -125,7 +123,7 @@ class SynthOptions:
     contact_dist: float = 0.05  # m, GT min mesh distance below which a frame is a contact frame
     near_dist: float = 0.15  # m, … below which a frame is a near-contact frame
     near_fraction: float = 0.25  # share of the picked frames reserved for near-contact frames
-    min_change_mm: float = 40.0  # mm, a pick's mean joint change (both bodies) from every other pick
+    min_change_mm: float = 25.0  # mm, a pick's mean joint change (both bodies) from every other pick
     perceived_dist: float = 0.05  # m, region pairs closer than this are contacts an annotator would name
     gt_contact_dist: float = GT_CONTACT_THRESHOLD_M  # m, region pairs closer than this are `gt_contact_pairs`
     close_gap: bool = True  # shift subject B once so that the clip's closest approach becomes a touch
@@ -281,18 +279,40 @@ class GroundTruthClip:
     fit_error_mm: list[np.ndarray]  # per subject (F, 22) retargeting joint error, mm
 
 
-def min_body_distance(va: np.ndarray, vb: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Closest vertex pair of two meshes (V, 3): distance (m) and the two points."""
-    dist, idx = cKDTree(va).query(vb, k=1)
-    j = int(np.argmin(dist))
-    return float(dist[j]), va[idx[j]], vb[j]
+def min_body_distance(
+    va: np.ndarray, vb: np.ndarray, cap: float = np.inf, first: float = 0.05
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Closest vertex pair of two meshes (V, 3): distance (m) and the two points.
+
+    Bounded nearest-neighbour queries are much faster than unbounded ones, so the search first looks within
+    `first` metres (touching bodies end there), then within `cap`, and only then without bound. Only B's
+    vertices inside A's bounding box grown by the bound are queried.
+
+    Returns:
+        (inf, nan, nan) when the bodies are farther apart than `cap`.
+    """
+    tree = cKDTree(va)
+    lo, hi = va.min(0), va.max(0)
+    for bound in sorted({min(first, cap), cap, np.inf}):
+        cand = np.flatnonzero(np.all((vb >= lo - bound) & (vb <= hi + bound), axis=1))
+        if len(cand):
+            dist, idx = tree.query(vb[cand], k=1, distance_upper_bound=bound)
+            j = int(np.argmin(dist))
+            if np.isfinite(dist[j]):
+                return float(dist[j]), va[idx[j]], vb[cand[j]]
+        if bound >= cap:
+            break
+    return np.inf, np.full(3, np.nan), np.full(3, np.nan)
 
 
-def clip_min_distances(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame min distance (F,) between the two bodies of (F, 2, V, 3) and the vector A−B (F, 3)."""
+def clip_min_distances(vertices: np.ndarray, cap: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame min distance (F,) between the two bodies of (F, 2, V, 3) and the vector A−B (F, 3).
+
+    Frames whose bodies are farther apart than `cap` get inf (and a NaN vector).
+    """
     dists, vecs = np.empty(len(vertices)), np.empty((len(vertices), 3))
     for f, (va, vb) in enumerate(vertices):
-        dists[f], pa, pb = min_body_distance(va, vb)
+        dists[f], pa, pb = min_body_distance(va, vb, cap)
         vecs[f] = pa - pb
     return dists, vecs
 
@@ -907,12 +927,16 @@ def synthesize_from_clip(
     rng = np.random.default_rng(seed)
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
-    dists, vecs = clip_min_distances(clip.vertices)
+    # Distances beyond what selection and gap closing look at are not needed exactly (inf): much faster.
+    cap = max(options.near_dist, options.max_shift if options.close_gap else 0.0) + 0.05
+    dists, vecs = clip_min_distances(clip.vertices, cap)
     raw_min = float(dists.min())
-    shift = gap_shift(dists, vecs, options.max_shift, options.touch_gap) if options.close_gap else np.zeros(3)
+    shift = np.zeros(3)
+    if options.close_gap and np.isfinite(raw_min):
+        shift = gap_shift(dists, vecs, options.max_shift, options.touch_gap)
     if np.any(shift):
         clip = shift_subject_b(clip, shift)
-        dists, vecs = clip_min_distances(clip.vertices)
+        dists, vecs = clip_min_distances(clip.vertices, cap)
     frames, is_contact = select_frames(dists, clip.joints[:, :, :NUM_BODY_JOINTS], options, max_frames)
     timing["select"] = time.perf_counter() - t0
 
@@ -970,7 +994,8 @@ def synthesize_from_clip(
     if num == 0:
         raise ValueError(
             f"no frame has the two bodies within {options.near_dist} m (closest approach "
-            f"{float(dists.min()):.3f} m); nothing to write"
+            + (f"{dists.min():.3f} m" if np.isfinite(dists.min()) else f"more than {cap:.2f} m")
+            + "); nothing to write"
         )
 
     t4 = time.perf_counter()
@@ -1032,10 +1057,10 @@ def synthesize_from_clip(
         "contact_frames": int(is_contact.sum()),
         "near_contact_frames": int((~is_contact).sum()),
         "frame_indices_a": [int(clip.frames[f, 0]) for f in frames],
-        "raw_min_distance_m": raw_min,
+        "raw_min_distance_m": raw_min if np.isfinite(raw_min) else None,
         "shift_b_m": shift.tolist(),
         "shift_norm_m": float(np.linalg.norm(shift)),
-        "min_distance_m": float(dists.min()),
+        "min_distance_m": float(dists.min()) if np.isfinite(dists.min()) else None,
         "retarget_joint_error_mm": [float(e.mean()) for e in clip.fit_error_mm],
         "init_joint_pa_mpjpe_mm": _stats(init_err),
         "keypoints": {
