@@ -187,7 +187,8 @@ def render_pair(scene: PairScene, side: bool = True, max_side: int = 800) -> np.
 
 
 def render_person_contacts(scene: PairScene, person: int, size: int = 320) -> np.ndarray:
-    """One person alone, coloured by contact weight (white → dark red), seen from the front and the back.
+    """One person alone, coloured by contact weight (white → dark red), seen from the fit camera's side and
+    turned by 180° (so contacts on the far side show too).
 
     Returns:
       (size + caption, 2 * size + gap, 3) uint8 RGB.
@@ -201,7 +202,7 @@ def render_person_contacts(scene: PairScene, person: int, size: int = 320) -> np
         pts, principal = side_view_camera(turned, scene.focal, (size, size), fill=True)
         canvas = np.full((size, size, 3), 255, dtype=np.uint8)
         views.append(render_meshes(canvas, [Mesh(pts, scene.faces, colour)], scene.focal, principal))
-    return draw.caption(draw.hstack(views), [f"person {person}: front, back"], height=22)
+    return draw.caption(draw.hstack(views), [f"person {person}: camera side, turned 180 deg"], height=22)
 
 
 def render_contact_map(scene: PairScene) -> np.ndarray:
