@@ -16,11 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "apu_jax" / "data" / "examples"
 MANIFEST = EXAMPLES / "manifest.jsonl"
 DEFAULT_MODEL = REPO / "apu_jax" / "data" / "default_model.npz"
+DEFAULT_GMM = REPO / "apu_jax" / "data" / "gmm_cmu_08.npz"
 SECRET = "sk-test-run-5d1e-never-write-me"
 FAST = ["--iters", "15,5", "--batch-size", "4"]
 
 pytestmark = pytest.mark.skipif(
-    not (DEFAULT_MODEL.exists() and MANIFEST.exists()), reason="needs the bundled default model and examples"
+    not (DEFAULT_MODEL.exists() and DEFAULT_GMM.exists()),
+    reason="needs the bundled default model and GMM prior (apu_jax/data/default_model.npz, gmm_cmu_08.npz)",
 )
 
 

@@ -112,17 +112,15 @@ def prepare_pair_image(
         x0, y0, x1, y1 = (round(v * s) for v in box)
         cv2.rectangle(out, (x0, y0), (x1, y1), colour, thick)
         (tw, th), base = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick)
-        # The label sits in a filled tab inside the box's top-left corner so it is never clipped.
-        tx1, ty1 = min(ow - 1, x0 + tw + 2 * thick), min(oh - 1, y0 + th + base + 2 * thick)
-        cv2.rectangle(out, (x0, y0), (tx1, ty1), colour, -1)
+        # The label sits in a filled tab on top of the box's top-left corner (so it hides nothing inside the
+        # box), or just inside the corner when the box touches the image top.
+        tab_h = th + base + 2 * thick
+        ty0 = y0 - tab_h if y0 - tab_h >= 0 else y0
+        tx1 = min(ow - 1, x0 + tw + 2 * thick)
+        cv2.rectangle(out, (x0, ty0), (tx1, ty0 + tab_h), colour, -1)
+        white = (255, 255, 255)
         cv2.putText(
-            out,
-            name,
-            (x0 + thick, y0 + th + thick),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            font_scale,
-            (255, 255, 255),
-            thick,
+            out, name, (x0 + thick, ty0 + th + thick), cv2.FONT_HERSHEY_SIMPLEX, font_scale, white, thick
         )
     ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:

@@ -9,8 +9,9 @@ ground-truth scene we derive what the real detectors would give:
   confidences 0.80–0.95; written as OpenPose JSON (`body25`) or as ViTPose COCO-WholeBody JSON (133
   keypoints, hands and face left at confidence 0) to exercise both importers;
 - "BEV" output: a flat npz with BEV's keys (`smpl_thetas`, `smpl_betas`, `cam_trans`, `joints`,
-  `pj2d_org`) holding a perturbed version of the truth (pose noise, the contact arm pulled back, mean
-  shape, translation jitter): an estimate, not the answer; people listed in a different order than in the
+  `pj2d_org`) holding a perturbed version of the truth (pose noise, the contact arm pulled back,
+  translation jitter; `joints` / `cam_trans` of the true shape, `smpl_betas` zero because BEV's SMPL-A
+  shape space is not ours): an estimate, not the answer; people listed in a different order than in the
   keypoint file, as real detectors do;
 - `answers.jsonl`: hand-written LVLM-style answers for `--provider replay` (written by us from the scene
   construction, NOT recorded from a real model), including one left/right mistake that the laterality
@@ -141,15 +142,22 @@ def detections(model, people: list[dict], rng: np.random.Generator) -> np.ndarra
 
 
 def bev_estimate(model, people: list[dict], contact_arms: list[str | None], rng: np.random.Generator) -> dict:
-    """A BEV-like estimate of the people: noisy pose, contact arm pulled back, mean shape, jittered depth."""
+    """A BEV-like estimate of the people: noisy pose, contact arm pulled back, jittered position."""
     thetas, cams, joints3d, pj2d = [], [], [], []
     for person, arm in zip(people, contact_arms, strict=True):
         body = person["body_pose"] + rng.normal(0.0, 0.05, size=63)
         if arm is not None:  # BEV rarely gets the touching arm right: lower it by ~0.35 rad
             j = L_SHO if arm == "left" else R_SHO
             body[(j - 1) * 3 + 2] += -0.35 if arm == "left" else 0.35
-        est = {"global_orient": person["global_orient"], "body_pose": body, "transl": person["transl"]}
-        est["transl"] = person["transl"] + rng.normal(0.0, 0.03, size=3)
+        # BEV sees the real person: its 3D joints and root come from the true shape (its SMPL-A betas are
+        # not ours, so the file's smpl_betas stay 0 and the importer approximates the shape).
+        transl = person["transl"] + rng.normal(0.0, 0.03, size=3)
+        est = {
+            "global_orient": person["global_orient"],
+            "body_pose": body,
+            "betas": person["betas"],
+            "transl": transl,
+        }
         j = joints_of(model, est)
         thetas.append(np.concatenate([est["global_orient"], body, np.zeros(6)]))
         cams.append(j[0])  # BEV's cam_trans is the root position in the camera frame
@@ -214,7 +222,7 @@ def scenes(model) -> list[dict]:
     b = reach(model, b, "right", meet + np.array([0.03, 0.0, 0.0]))
     out.append({"id": "ex_handshake", "label": "handshake", "people": [a, b], "arms": ["right", "right"]})
     # 3. Three people: a high five between the two on the right; the one on the left stands apart.
-    c = person(-0.75, 3.9, 0.3, shape_c)
+    c = person(-1.05, 3.9, 0.3, shape_c)
     a, b = person(0.02, 3.7, -0.5, shape_a), person(0.62, 3.7, 0.5, shape_b)
     top = 0.5 * (joints_of(model, a)[15] + joints_of(model, b)[15]) + np.array([0.0, -0.1, 0.0])
     a = reach(model, a, "left", top + np.array([-0.02, 0.0, 0.0]))
