@@ -30,6 +30,7 @@ def test_diversity_numbers_by_hand():
     assert d["mean_pairwise_distance"] == pytest.approx(2 / 3)  # pairs ab=1, ac=0, bc=1
     one = ia.diversity({"a": 5}, e)
     assert one["entropy_bits"] == 0.0 and one["mean_pairwise_distance"] == 0.0
+    assert str(one["entropy_bits"]) == "0.0"  # not -0.0
 
 
 def test_pca_finds_the_main_axis():
@@ -76,7 +77,7 @@ def test_analyze_shares_axes_and_plots():
     json.dumps(js)  # serialisable
     assert js["datasets"][1]["types"][0] == {"label": "dance", "count": 3, "pc": list(result.coords["dance"])}
     img = ia.plot(result)
-    assert img.shape == (700, 900, 3) and img.dtype == np.uint8
+    assert img.shape == (700, 940, 3) and img.dtype == np.uint8
     # Both dataset colours appear.
     for colour in ia.DATASET_COLOURS[:2]:
         c = np.array(colour) * 255

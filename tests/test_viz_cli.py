@@ -235,7 +235,7 @@ def test_analyze_interactions_command(fitted, tmp_path):
     ours, chi = report["datasets"]
     assert ours["name"] == "ours" and ours["diversity"]["types"] == 2 and ours["diversity"]["examples"] == 3
     assert chi["diversity"]["examples"] == 45
-    assert cv2.imread(str(plot)).shape == (700, 900, 3)
+    assert cv2.imread(str(plot)).shape == (700, 940, 3)
     res = CliRunner().invoke(make_app(), ["analyze", "interactions", str(tmp_path / "none.npz")])
     assert res.exit_code == 2 and "none.npz" in res.output
 

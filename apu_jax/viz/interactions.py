@@ -141,7 +141,7 @@ def diversity(counts: Mapping[str, int], embeddings: Mapping[str, np.ndarray]) -
     n = np.array([counts[k] for k in names], dtype=np.float64)
     total = float(n.sum())
     p = n / total if total > 0 else n
-    entropy = float(-(p[p > 0] * np.log2(p[p > 0])).sum())
+    entropy = max(0.0, float(-(p[p > 0] * np.log2(p[p > 0])).sum()))  # no -0.0 for a single type
     out = {
         "examples": int(total),
         "types": len(names),
@@ -220,7 +220,7 @@ def analyze(datasets: Mapping[str, Sequence[str] | Mapping[str, int]], embedder:
     )  # fmt: skip
 
 
-def plot(result: InteractionAnalysis, size: tuple[int, int] = (900, 700), top_labels: int = 8) -> np.ndarray:
+def plot(result: InteractionAnalysis, size: tuple[int, int] = (940, 700), top_labels: int = 12) -> np.ndarray:
     """Scatter of the interaction types on the first two principal components, one colour per dataset,
     disc area proportional to the number of examples; the most frequent types of each dataset are named.
 
@@ -229,7 +229,7 @@ def plot(result: InteractionAnalysis, size: tuple[int, int] = (900, 700), top_la
     """
     w, h = size
     img = np.full((h, w, 3), 255, dtype=np.uint8)
-    left, right, top, bottom = 60, 230, 40, 50
+    left, right, top, bottom = 60, 260, 40, 50
     pts = np.array(list(result.coords.values()))
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     span = np.maximum(hi - lo, 1e-9)
@@ -272,7 +272,7 @@ def plot(result: InteractionAnalysis, size: tuple[int, int] = (900, 700), top_la
     for d, (name, st) in enumerate(zip(result.names, result.stats, strict=True)):
         colour = draw.cv_colour(DATASET_COLOURS[d % len(DATASET_COLOURS)])
         cv2.circle(img, (lx + 6, ly + 6), 6, colour, -1, cv2.LINE_AA)
-        cv2.putText(img, name[:22], (lx + 18, ly + 11), font, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
+        cv2.putText(img, name[:28], (lx + 18, ly + 11), font, 0.42, (20, 20, 20), 1, cv2.LINE_AA)
         for j, line in enumerate(
             (f"{st['examples']} ex., {st['types']} types", f"H={st['entropy_bits']:.2f} bits",
              f"mean dist={st['mean_pairwise_distance']:.2f}")
