@@ -71,6 +71,46 @@ class _MLP(nn.Module):
         return nn.Dense(self.out, name="output")(nn.silu(nn.Dense(self.hidden, name="hidden")(x)))
 
 
+class _GroupMLP(nn.Module):
+    """One Linear → SiLU → Linear per parameter group, all groups in one batched einsum.
+
+    Groups have different feature sizes; inputs are zero-padded to the largest, so a handful of large ops
+    replace one small MLP per group (far fewer kernels to compile, the same function: padded input rows
+    multiply zeros, padded outputs are sliced away).
+    """
+
+    hidden: int
+    out: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """(..., G, in) → (..., G, out)."""
+        groups, size_in = x.shape[-2:]
+        zeros = nn.initializers.zeros
+        w1 = self.param("hidden_kernel", nn.initializers.lecun_normal(), (groups, size_in, self.hidden))
+        b1 = self.param("hidden_bias", zeros, (groups, self.hidden))
+        w2 = self.param("output_kernel", nn.initializers.lecun_normal(), (groups, self.hidden, self.out))
+        b2 = self.param("output_bias", zeros, (groups, self.out))
+        h = nn.silu(jnp.einsum("...gi,gih->...gh", x, w1) + b1)
+        return jnp.einsum("...gh,gho->...go", h, w2) + b2
+
+
+def pack_groups(x: PairX0) -> jax.Array:
+    """`PairX0` → (2, 4, D) with every group zero-padded to D = the largest group size (the pose, 126)."""
+    width = max(getattr(x, g).shape[-1] for g in GROUPS)
+    padded = [
+        jnp.pad(getattr(x, g), [(0, 0)] * (getattr(x, g).ndim - 1) + [(0, width - getattr(x, g).shape[-1])])
+        for g in GROUPS
+    ]
+    return jnp.stack(padded, axis=-2)
+
+
+def unpack_groups(packed: jax.Array, num_betas: int) -> PairX0:
+    """(2, 4, D) → `PairX0`, dropping each group's padding."""
+    sizes = group_sizes(num_betas)
+    return PairX0(**{g: packed[..., k, : sizes[g]] for k, g in enumerate(GROUPS)})
+
+
 class _Block(nn.Module):
     """Pre-LN transformer encoder block (scan-compatible signature: carry in, (carry, None) out)."""
 
@@ -123,10 +163,10 @@ class Denoiser(nn.Module):
         person_emb = self.param("person_embedding", nn.initializers.normal(0.02), (2, d))
         type_emb = self.param("type_embedding", nn.initializers.normal(0.02), (len(GROUPS), d))
 
-        def embed(prefix: str, tree: PairX0) -> jax.Array:
+        def embed(name: str, tree: PairX0) -> jax.Array:
             # (2, 4, d): one token per person and group, identity added by the learned embeddings.
-            per_group = [_MLP(d, d, name=f"{prefix}_{g}")(getattr(tree, g)) for g in GROUPS]
-            return jnp.stack(per_group, axis=1) + person_emb[:, None, :] + type_emb[None, :, :]
+            tokens = _GroupMLP(d, d, name=name)(pack_groups(tree))
+            return tokens + person_emb[:, None, :] + type_emb[None, :, :]
 
         sample_tokens = embed("embed", x_t).reshape(2 * len(GROUPS), d)
         time_token = _MLP(d, d, name="embed_time")(timestep_embedding(t, d))[None, :]
@@ -153,8 +193,7 @@ class Denoiser(nn.Module):
         x, _ = blocks(cfg.heads, cfg.mlp_dim, cfg.dropout, deterministic, name="blocks")(x, None)
         x = nn.LayerNorm(name="final_norm")(x)
         out = x[: 2 * len(GROUPS)].reshape(2, len(GROUPS), d)
-        fields = {g: _MLP(d, sizes[g], name=f"head_{g}")(out[:, k]) for k, g in enumerate(GROUPS)}
-        return PairX0(**fields)
+        return unpack_groups(_GroupMLP(d, max(sizes.values()), name="head")(out), cfg.num_betas)
 
 
 def _truncated_normal(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.ndarray:
@@ -196,8 +235,18 @@ def init_denoiser_params(config: DenoiserConfig, key: jax.Array | int) -> dict:
     params = {}
     for path, leaf in sorted(flat.items()):
         shape, name = tuple(leaf.shape), path[-1]
-        if name == "bias":
+        if name in ("bias", "hidden_bias", "output_bias"):
             value = np.zeros(shape)
+        elif name == "hidden_kernel" and path[0] in ("embed", "cond"):
+            # (4, D, d) on zero-padded inputs: each group's fan-in is its real size, padded rows are 0.
+            value = np.zeros(shape)
+            for k, g in enumerate(GROUPS):
+                n_in = sizes[g]
+                value[k, :n_in] = _truncated_normal(
+                    rng, (n_in, shape[-1]), 1.0 / math.sqrt(n_in) / 0.8796256610342398
+                )
+        elif name in ("hidden_kernel", "output_kernel"):
+            value = _truncated_normal(rng, shape, 1.0 / math.sqrt(shape[-2]) / 0.8796256610342398)
         elif name == "scale":
             value = np.ones(shape)
         elif name == "kernel":

@@ -16,6 +16,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from apu_jax.body.model import BodyModel
@@ -85,12 +86,16 @@ def reanchor(body: BodyModel, pair: PairParams, orient0: jax.Array, transl0: jax
 
 
 def normal_like(key: jax.Array, tree: PairX0) -> PairX0:
-    """Standard normal noise with the structure and shapes of `tree` (one independent key per leaf)."""
+    """Standard normal noise with the structure and shapes of `tree`.
+
+    One draw for the whole tree, then split: every random call is a separately compiled generator kernel,
+    and on CPU those dominate compile time.
+    """
     leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(
-        treedef, [jax.random.normal(k, a.shape, a.dtype) for k, a in zip(keys, leaves, strict=True)]
-    )
+    sizes = [a.size for a in leaves]
+    flat = jax.random.normal(key, (sum(sizes),), leaves[0].dtype)
+    parts = jnp.split(flat, np.cumsum(sizes)[:-1].tolist())
+    return jax.tree.unflatten(treedef, [p.reshape(a.shape) for p, a in zip(parts, leaves, strict=True)])
 
 
 def _condition(prior: PriorModel, cond: PairParams | None) -> tuple[PairX0 | None, jax.Array | None]:
