@@ -8,6 +8,7 @@ import pytest
 from apu_jax.viz import draw, scene
 from apu_jax.viz.raster import (
     Mesh,
+    is_closed,
     outward_sign,
     project_points,
     rasterize,
@@ -149,6 +150,8 @@ def test_outward_sign_and_back_face_culling_do_not_change_the_picture():
     assert outward_sign(v, f) == 1.0
     assert outward_sign(v, f[:, ::-1]) == -1.0
     assert outward_sign(v, f[:1]) == 0.0  # a single triangle encloses nothing: never culled
+    assert is_closed(f) and not is_closed(f[:3])  # a tetrahedron without one face is open
+    assert outward_sign(v, f[:3]) == 0.0
     for faces in (f, f[:, ::-1]):
         mesh = Mesh(v, faces, np.array([0.8, 0.3, 0.2]))
         bg = np.zeros((80, 80, 3), np.uint8)

@@ -14,6 +14,8 @@ perspective-corrected before colours are interpolated.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -161,42 +163,72 @@ def rasterize(
     )
 
 
-def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unit face normals (F, 3) from right-handed winding; zero for degenerate faces."""
-    tri = np.asarray(vertices, dtype=np.float64)[np.asarray(faces)]
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+def _unit(n: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(n, axis=1, keepdims=True)
     return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 
 
+def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit face normals (F, 3) from right-handed winding; zero for degenerate faces."""
+    tri = np.asarray(vertices, dtype=np.float64)[np.asarray(faces)]
+    return _unit(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]))
+
+
+@functools.lru_cache(maxsize=16)
+def _closed(digest: bytes, faces_bytes: bytes) -> bool:
+    faces = np.frombuffer(faces_bytes, dtype=np.int64).reshape(-1, 3)
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(edges[:, 0] * (int(faces.max()) + 1) + edges[:, 1], return_counts=True)
+    return bool(np.all(counts == 2))
+
+
+def is_closed(faces: np.ndarray) -> bool:
+    """Whether a triangle mesh is closed: every edge is shared by exactly two faces (cached per topology)."""
+    f = np.ascontiguousarray(faces, dtype=np.int64)
+    if len(f) == 0:
+        return False
+    data = f.tobytes()
+    return _closed(hashlib.sha1(data).digest(), data)
+
+
+def _sign_from_volume(first: np.ndarray, cross: np.ndarray, extent: np.ndarray) -> float:
+    """Sign of the signed volume sum(v0 . ((v1 - v0) x (v2 - v0))) / 6 = sum(det(v0, v1, v2)) / 6, or 0 when
+    it is negligible next to the bounding box volume."""
+    volume = np.einsum("fi,fi->", first, cross) / 6.0
+    return 0.0 if abs(volume) <= 1e-6 * float(np.prod(extent)) else float(np.sign(volume))
+
+
 def outward_sign(vertices: np.ndarray, faces: np.ndarray) -> float:
-    """+1 if the winding's right-hand normals point out of the mesh, -1 if in, 0 if it encloses no volume.
+    """+1 if the winding's right-hand normals point out of the mesh, -1 if in, 0 if the mesh is not closed
+    (inside and outside are then undefined) or encloses no volume.
 
     The signed volume of a closed mesh, sum over faces of det(v0, v1, v2) / 6, is positive exactly when its
     right-hand normals point outwards (the camera frame is right-handed, so this holds there too).
     """
-    tri = np.asarray(vertices, dtype=np.float64)[np.asarray(faces)]
-    tri = tri - tri.reshape(-1, 3).mean(axis=0)  # translation-invariant for closed meshes; better conditioned
-    volume = np.einsum("fi,fi->f", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0
-    scale = np.ptp(tri.reshape(-1, 3), axis=0).prod() if len(tri) else 0.0
-    return 0.0 if abs(volume) <= 1e-6 * scale else float(np.sign(volume))
+    v = np.asarray(vertices, dtype=np.float64)
+    if len(v) == 0 or not is_closed(faces):
+        return 0.0
+    v = v - v.mean(axis=0)  # translation-invariant for closed meshes; better conditioned
+    tri = v[np.asarray(faces)]
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    return _sign_from_volume(tri[:, 0], cross, np.ptp(v, axis=0))
 
 
 def _concat(meshes: Sequence[Mesh]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One soup from several meshes: vertices (V, 3), faces (F, 3), per-vertex colours (V, 3) and, per
-    face, the sign (F,) that turns its right-hand normal outwards (0 for open meshes)."""
-    verts, faces, colours, signs = [], [], [], []
+    """One soup from several meshes: vertices (V, 3), faces (F, 3), per-vertex colours (V, 3) and the
+    mesh index of every face (F,)."""
+    verts, faces, colours, owner = [], [], [], []
     offset = 0
-    for mesh in meshes:
+    for k, mesh in enumerate(meshes):
         v = np.asarray(mesh.vertices, dtype=np.float64)
         f = np.asarray(mesh.faces, dtype=np.int64)
         c = np.asarray(mesh.colour, dtype=np.float64)
         verts.append(v)
         faces.append(f + offset)
         colours.append(np.broadcast_to(c, v.shape) if c.ndim == 1 else c)
-        signs.append(np.full(len(f), outward_sign(v, f)))
+        owner.append(np.full(len(f), k))
         offset += len(v)
-    return np.concatenate(verts), np.concatenate(faces), np.concatenate(colours), np.concatenate(signs)
+    return np.concatenate(verts), np.concatenate(faces), np.concatenate(colours), np.concatenate(owner)
 
 
 def render_meshes(
@@ -217,7 +249,7 @@ def render_meshes(
       alpha: opacity of the meshes over the image, in [0, 1].
       ambient: shade of a surface seen edge-on, in [0, 1]; a face seen head-on gets 1.
       cull_back: skip faces turned away from the camera on closed meshes (about half the work; the z-buffer
-        would hide them anyway). Open meshes are never culled.
+        would hide them anyway). Open meshes (an edge not shared by exactly two faces) are never culled.
     Returns:
       (H, W, 3) uint8 RGB image.
     """
@@ -225,14 +257,26 @@ def render_meshes(
     out = np.array(image, dtype=np.uint8, copy=True)
     if not meshes:
         return out
-    vertices, faces, colours, signs = _concat(meshes)
-    normals = face_normals(vertices, faces)
-    centroid = vertices[faces].mean(axis=1)
-    to_camera = -centroid / np.maximum(np.linalg.norm(centroid, axis=1, keepdims=True), 1e-12)
+    vertices, faces, colours, owner = _concat(meshes)
+    tri = vertices[faces]  # (F, 3, 3)
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # (F, 3) right-hand normal x 2 area
+    normals = _unit(cross)
+    centroid = tri.mean(axis=1)
+    to_camera = _unit(-centroid)
     facing = np.einsum("fc,fc->f", normals, to_camera)  # cosine between right-hand normal and view ray
     # Headlight Lambert: light comes from the camera centre; two-sided because winding conventions differ.
     face_shade = ambient + (1.0 - ambient) * np.abs(facing)
-    drawn = np.ones(len(faces), dtype=bool) if not cull_back else ~(signs * facing < 0)
+    if cull_back:
+        signs = np.zeros(len(faces))
+        for k, mesh in enumerate(meshes):
+            mine = owner == k
+            v = np.asarray(mesh.vertices, dtype=np.float64)
+            if mine.any() and is_closed(mesh.faces):
+                centre = v.mean(axis=0)
+                signs[mine] = _sign_from_volume(tri[mine, 0] - centre, cross[mine], np.ptp(v, axis=0))
+        drawn = ~(signs * facing < 0)
+    else:
+        drawn = np.ones(len(faces), dtype=bool)
     sub = np.nonzero(drawn)[0]
     frags = rasterize(vertices, faces[sub], focal, principal, (width, height))
     covered = frags.face >= 0
