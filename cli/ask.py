@@ -162,15 +162,20 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are the user's mistake (bad paths, malformed files, bad settings): exit code 2."""
     from apu_jax.ask.image import ImageError
     from apu_jax.ask.providers import ProviderFatal
+    from apu_jax.body import ModelFileError
     from apu_jax.data.importers import InputFileError, ManifestError
     from apu_jax.data.pairset import PairSetError
+    from apu_jax.fit.gmm import GmmFileError
 
-    try:
-        from apu_jax.body import ModelFileError
-    except ImportError:  # the body model package is optional for the heuristic path
-        ModelFileError = ValueError  # noqa: N806
-
-    return (ManifestError, InputFileError, ImageError, ProviderFatal, PairSetError, ModelFileError)
+    return (
+        ManifestError,
+        InputFileError,
+        ImageError,
+        ProviderFatal,
+        PairSetError,
+        ModelFileError,
+        GmmFileError,
+    )
 
 
 def print_summary(summary: dict[str, Any], as_json: bool, title: str) -> None:

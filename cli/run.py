@@ -87,6 +87,9 @@ def run(
         int, typer.Option("--batch-size", min=1, help="Pairs per compiled fit batch.")
     ] = 64,
     iters: Annotated[str, typer.Option(help="Fit: Adam steps of stage 1 and stage 2, as N1,N2.")] = "100,50",
+    gmm: Annotated[str, typer.Option(help="Fit pose prior: 'default' (CMU-fitted) or gmm_08.pkl / .npz.")] = (
+        "default"
+    ),
     json_out: JsonOut = False,
 ) -> None:
     """Build a dataset from a manifest: propose pairs, ask, denoise, fit, filter, export.
@@ -97,7 +100,7 @@ def run(
         **{
             k: v
             for k, v in locals().items()
-            if k not in ("manifest", "out", "json_out", "batch_size", "iters")
+            if k not in ("manifest", "out", "json_out", "batch_size", "iters", "gmm")
         }
     )
     from apu_jax.ask.pipeline import run_pipeline
@@ -105,7 +108,7 @@ def run(
     from apu_jax.fit.engine import FitStructure
     from cli.fit import parse_iters
 
-    fit_kwargs = {"batch_size": batch_size, "structure": FitStructure(iters=parse_iters(iters))}
+    fit_kwargs = {"batch_size": batch_size, "structure": FitStructure(iters=parse_iters(iters)), "gmm": gmm}
 
     try:
         with progress_bars(not json_out) as progress:
