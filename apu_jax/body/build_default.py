@@ -45,15 +45,32 @@ SMPLX_PARENTS: tuple[int, ...] = (
 NUM_JOINTS = 55
 JAW = 22
 PHENOTYPE_LABELS = ("gender", "age", "muscle", "weight", "height", "proportions")
-# anny's interpolation anchors of each phenotype: its rest shape is multilinear between them.
-PHENOTYPE_ANCHORS: dict[str, tuple[float, ...]] = {
+# Each phenotype's range (anny clamps to it). anny's own anchors split these ranges evenly (age into 4,
+# muscle and weight into 2, the others not at all) and its rest mesh is multilinear between them.
+PHENOTYPE_RANGE: dict[str, tuple[float, float]] = {
     "gender": (0.0, 1.0),
-    "age": (-1.0 / 3.0, 0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0),
-    "muscle": (0.0, 0.5, 1.0),
-    "weight": (0.0, 0.5, 1.0),
+    "age": (-1.0 / 3.0, 1.0),
+    "muscle": (0.0, 1.0),
+    "weight": (0.0, 1.0),
     "height": (0.0, 1.0),
     "proportions": (0.0, 1.0),
 }
+# Nodes per phenotype of the stored phenotype → betas grid. Twice anny's resolution in age and extra
+# midpoints elsewhere: the baked pose (anny's rest orientations come from an SVD) is not multilinear, and
+# the finer grid cuts the interpolation error roughly in half (measured during development).
+PHENOTYPE_GRID_SIZE: dict[str, int] = {
+    "gender": 3,
+    "age": 9,
+    "muscle": 3,
+    "weight": 3,
+    "height": 3,
+    "proportions": 3,
+}
+
+
+def phenotype_grid_axes(shape: Sequence[int]) -> list[np.ndarray]:
+    """Node values of each phenotype for a grid of the given shape (evenly spaced over each range)."""
+    return [np.linspace(*PHENOTYPE_RANGE[k], n) for k, n in zip(PHENOTYPE_LABELS, shape, strict=True)]
 
 
 def _bone_to_joint() -> dict[str, int]:
@@ -163,9 +180,9 @@ def _tent_weights(value: np.ndarray, anchors: Sequence[float]) -> np.ndarray:
 def phenotype_to_betas(model_arrays: Mapping[str, Any] | str | os.PathLike, **phenotypes: Any) -> np.ndarray:
     """Betas of the bundled model for anny phenotypes (e.g. a child), by multilinear interpolation.
 
-    anny's rest shape is multilinear in its phenotypes between fixed anchors, so the betas fitted at the
-    anchor grid (`phenotype_grid_betas`, stored in the model file) reproduce any phenotype closely (the build
-    report gives the measured error).
+    The model file stores the betas of anny bodies on a grid of phenotypes (`phenotype_grid_betas`, evenly
+    spaced nodes over each phenotype's range); this interpolates them multilinearly, as anny interpolates
+    its targets. The build report gives the measured error (`rest_tpose_from_phenotypes`).
 
     Args:
         model_arrays: the model `.npz` path, or its loaded arrays (needs `phenotype_grid_betas`).
@@ -186,11 +203,9 @@ def phenotype_to_betas(model_arrays: Mapping[str, Any] | str | os.PathLike, **ph
     values = [np.atleast_1d(np.asarray(phenotypes.get(k, 0.5), dtype=np.float64)) for k in PHENOTYPE_LABELS]
     n = max(v.shape[0] for v in values)
     values = [np.broadcast_to(v, (n,)) for v in values]
-    out = grid.reshape(-1, grid.shape[-1])[None]  # (1, nodes, K), reduced one phenotype axis at a time
-    out = np.broadcast_to(grid[None], (n,) + grid.shape)
-    for label, v in zip(PHENOTYPE_LABELS, values, strict=True):
-        w = _tent_weights(v, PHENOTYPE_ANCHORS[label])  # (n, A)
-        out = np.einsum("na,na...->n...", w, out)
+    out = np.broadcast_to(grid[None], (n,) + grid.shape)  # reduced one phenotype axis at a time
+    for v, nodes in zip(values, phenotype_grid_axes(grid.shape[:-1]), strict=True):
+        out = np.einsum("na,na...->n...", _tent_weights(v, nodes), out)
     scalar = all(np.ndim(phenotypes.get(k, 0.5)) == 0 for k in PHENOTYPE_LABELS)
     return out[0] if scalar else out
 
@@ -903,8 +918,8 @@ def _heights(vertices: np.ndarray) -> np.ndarray:
 
 
 def _phenotype_grid() -> np.ndarray:
-    """(2·5·3·3·2·2, 6) anchor-grid phenotypes in PHENOTYPE_LABELS order (C order over the labels)."""
-    axes = [np.asarray(PHENOTYPE_ANCHORS[k]) for k in PHENOTYPE_LABELS]
+    """(nodes, 6) phenotypes of the stored grid, in PHENOTYPE_LABELS order (C order over the labels)."""
+    axes = phenotype_grid_axes([PHENOTYPE_GRID_SIZE[k] for k in PHENOTYPE_LABELS])
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(axes))
 
 
@@ -998,7 +1013,7 @@ def build_default_model(
     _log(progress, "phenotype grid → betas")
     grid = _phenotype_grid()
     grid_betas = project_betas(bodies.tpose(grid)["vertices"], mean, shapedirs)
-    grid_shape = tuple(len(PHENOTYPE_ANCHORS[k]) for k in PHENOTYPE_LABELS)
+    grid_shape = tuple(PHENOTYPE_GRID_SIZE[k] for k in PHENOTYPE_LABELS)
     timings["landmarks_grid_s"] = time.perf_counter() - clock
 
     arrays: dict[str, np.ndarray] = {
@@ -1063,7 +1078,9 @@ def build_default_model(
         else "signed, exact on the shape space: apply to shaped rest meshes, not posed ones",
         "phenotype_grid": {
             "labels": list(PHENOTYPE_LABELS),
-            "anchors": {k: list(v) for k, v in PHENOTYPE_ANCHORS.items()},
+            "nodes": {
+                k: v.tolist() for k, v in zip(PHENOTYPE_LABELS, phenotype_grid_axes(grid_shape), strict=True)
+            },
             "use": "apu_jax.body.build_default.phenotype_to_betas (multilinear between anchors)",
         },
         "build": report,
