@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import apu_jax
+from apu_jax.data.dataset import export_dataset
 from apu_jax.prior.denoiser import DenoiserConfig
 from apu_jax.prior.guidance import PriorModel
 from apu_jax.prior.representation import PairParams
@@ -136,6 +137,12 @@ def test_load_training_data_mixes_sources(tmp_path, rng):
     np.testing.assert_allclose(data.target.body_pose[6:], fitted.body_pose[keep])
     np.testing.assert_allclose(data.cond.body_pose[6:], init.body_pose[:4][keep])
     np.testing.assert_allclose(data.cond.transl[:6], init.transl)
+    # An exported dataset (apu run's output) is a source too: its fitted parameters, init_* as condition.
+    export_dataset(tmp_path / "gt.npz", tmp_path / "fits", tmp_path / "dataset.npz")
+    exported, summary = load_training_data([tmp_path / "dataset.npz"])
+    assert exported.size == 3 and summary[0]["conditioned"]
+    np.testing.assert_allclose(exported.target.betas, fitted.betas[keep])
+    np.testing.assert_allclose(exported.cond.betas, init.betas[:4][keep])
 
 
 def test_load_training_data_errors(tmp_path, rng):

@@ -26,6 +26,8 @@ import optax
 from flax import struct, traverse_util
 
 from apu_jax.body.model import BodyModel, ShapedBody, default_params, full_pose_matrices, pose_body
+from apu_jax.data.dataset import load_dataset
+from apu_jax.data.pairset import PARAM_KEYS, PairSetError, load_fits, load_pairset
 from apu_jax.prior.denoiser import DenoiserConfig, apply_denoiser, init_denoiser_params
 from apu_jax.prior.guidance import PriorModel, normal_like
 from apu_jax.prior.representation import GROUPS, PairParams, PairX0, params_to_x0, swap_people, x0_rotations
@@ -119,16 +121,12 @@ class TrainData:
         return int(self.has_cond.shape[0])
 
 
-def _params_from(arrays: dict, prefix: str) -> PairParams:
-    return PairParams(
-        global_orient=np.asarray(arrays[f"{prefix}global_orient"], np.float32),
-        body_pose=np.asarray(arrays[f"{prefix}body_pose"], np.float32),
-        betas=np.asarray(arrays[f"{prefix}betas"], np.float32),
-        transl=np.asarray(arrays[f"{prefix}transl"], np.float32),
-    )
+def _params_from(arrays, prefix: str) -> PairParams:
+    return PairParams(**{k: np.asarray(arrays[f"{prefix}{k}"], np.float32) for k in PARAM_KEYS})
 
 
 def _read_npz(path: Path) -> dict:
+    """All arrays of an .npz, with `meta` decoded from JSON (checkpoints)."""
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
@@ -142,78 +140,88 @@ def _read_npz(path: Path) -> dict:
     return arrays
 
 
-def _require(arrays: dict, keys: list[str], where: Path) -> None:
+def _npz_format(path: Path) -> str:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return json.loads(str(data["meta"])).get("format", "") if "meta" in data.files else ""
+    except (OSError, ValueError, json.JSONDecodeError) as err:
+        raise PriorDataError(f"{path}: not a readable .npz file with a JSON meta ({err})") from err
+
+
+def _missing(arrays, keys: list[str], where: Path) -> None:
     missing = [k for k in keys if k not in arrays]
     if missing:
         raise PriorDataError(f"{where}: missing key(s) {', '.join(missing)}")
 
 
-_PARAM_KEYS = ["global_orient", "body_pose", "betas", "transl"]
+def _from_pairset(path: Path) -> tuple[PairParams, PairParams | None, np.ndarray]:
+    """Ground-truth pairs of a pair set (gt_* fields); its init_* fields are the condition."""
+    pairs = load_pairset(path)
+    _missing(pairs, [f"gt_{k}" for k in PARAM_KEYS], path)
+    return _params_from(pairs, "gt_"), _params_from(pairs, "init_"), pairs["pair_id"].astype(str)
 
 
-def _load_pairset_source(path: Path) -> tuple[PairParams, PairParams | None, np.ndarray]:
-    """Ground-truth pairs of a pair set (gt_* fields); the init_* fields are the condition."""
-    arrays = _read_npz(path)
-    meta = arrays.get("meta", {})
-    if not isinstance(meta, dict) or meta.get("format") != "apu-pairset":
-        raise PriorDataError(f"{path}: not an apu pair set (meta.format != 'apu-pairset')")
-    _require(arrays, ["pair_id"] + [f"gt_{k}" for k in _PARAM_KEYS], path)
-    cond = _params_from(arrays, "init_") if all(f"init_{k}" in arrays for k in _PARAM_KEYS) else None
-    return _params_from(arrays, "gt_"), cond, np.asarray(arrays["pair_id"]).astype(str)
+def _from_dataset(path: Path) -> tuple[PairParams, PairParams | None, np.ndarray]:
+    """An exported dataset (`apu run` / `export_dataset`): fitted parameters, with init_* as condition."""
+    arrays, _ = load_dataset(path)
+    _missing(arrays, ["pair_id", *PARAM_KEYS], path)
+    cond = _params_from(arrays, "init_") if all(f"init_{k}" in arrays for k in PARAM_KEYS) else None
+    return _params_from(arrays, ""), cond, arrays["pair_id"].astype(str)
 
 
-def _load_fits_source(folder: Path) -> tuple[PairParams, PairParams | None, np.ndarray]:
-    """Kept fits of a FITS directory; the initial estimates come from the pair set named in meta.json."""
-    meta_path = folder / "meta.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise PriorDataError(f"{meta_path}: not a readable fits meta.json ({err})") from err
-    if meta.get("format") != "apu-fits":
-        raise PriorDataError(f"{meta_path}: not an apu fits directory (format != 'apu-fits')")
-    shards = sorted(folder.glob("shard-*.npz"))
-    if not shards:
-        raise PriorDataError(f"{folder}: no shard-*.npz files")
-    parts = [_read_npz(s) for s in shards]
-    for shard, arrays in zip(shards, parts, strict=True):
-        _require(arrays, ["pair_id", *_PARAM_KEYS], shard)
-    arrays = {k: np.concatenate([p[k] for p in parts]) for k in ["pair_id", *_PARAM_KEYS]}
-    ok = np.ones(len(arrays["pair_id"]), bool)
-    for key in ("keep",):
-        if all(key in p for p in parts):
-            ok &= np.concatenate([p[key] for p in parts]).astype(bool)
-    if all("error" in p for p in parts):
-        ok &= np.concatenate([p["error"] for p in parts]).astype(str) == ""
-    arrays = {k: v[ok] for k, v in arrays.items()}
-    target = _params_from(arrays, "")
-    pair_ids = arrays["pair_id"].astype(str)
+def _from_fits(folder: Path) -> tuple[PairParams, PairParams | None, np.ndarray]:
+    """Kept, error-free fits of a FITS directory; initial estimates from the pair set named in meta.json."""
+    fits = load_fits(folder)
+    _missing(fits, ["pair_id", *PARAM_KEYS], folder)
+    ok = np.ones(len(fits), bool)
+    if "keep" in fits:
+        ok &= fits["keep"].astype(bool)
+    if "error" in fits:
+        ok &= fits["error"].astype(str) == ""
+    fits = fits.select(ok)
+    pair_ids = fits["pair_id"].astype(str)
     cond = None
-    pairs_path = meta.get("pairs")
-    if pairs_path:
-        candidates = [Path(pairs_path), folder / pairs_path]
-        found = next((p for p in candidates if p.exists()), None)
-        if found is not None:
-            pairset = _read_npz(found)
-            if all(f"init_{k}" in pairset for k in _PARAM_KEYS) and "pair_id" in pairset:
-                index = {pid: i for i, pid in enumerate(np.asarray(pairset["pair_id"]).astype(str))}
-                rows = np.array([index.get(pid, -1) for pid in pair_ids])
-                if np.all(rows >= 0):
-                    cond = jax.tree.map(lambda a: a[rows], _params_from(pairset, "init_"))
-    return target, cond, pair_ids
+    pairs_path = fits.meta.get("pairs")
+    found = (
+        next((p for p in (Path(pairs_path), folder / pairs_path) if p.exists()), None) if pairs_path else None
+    )
+    if found is not None:
+        pairs = load_pairset(found)
+        row = {pid: i for i, pid in enumerate(pairs["pair_id"].astype(str).tolist())}
+        rows = np.array([row.get(pid, -1) for pid in pair_ids], np.int64)
+        if np.all(rows >= 0):
+            cond = _params_from(pairs.select(rows), "init_")
+    return _params_from(fits, ""), cond, pair_ids
 
 
 def load_source(path: str | os.PathLike) -> tuple[PairParams, PairParams | None, np.ndarray]:
-    """Read one training source: a FITS directory (kept pairs only) or a pair set with gt_* parameters.
+    """Read one training source.
+
+    Accepted: a FITS directory (kept pairs; condition from its pair set), an exported dataset (`.npz` with
+    meta.format "apu-dataset", or a directory holding `dataset.npz`), or a pair set with gt_* parameters.
 
     Returns:
         target (N, 2, ...), condition (N, 2, ...) or None, pair ids (N,) str.
     """
     path = Path(path)
-    if path.is_dir():
-        return _load_fits_source(path)
-    if path.suffix == ".npz" and path.exists():
-        return _load_pairset_source(path)
-    raise PriorDataError(f"{path}: expected a FITS directory or a pair set .npz with gt_* fields")
+    try:
+        if path.is_dir():
+            if (path / "meta.json").exists():
+                return _from_fits(path)
+            if (path / "dataset.npz").exists():
+                return _from_dataset(path / "dataset.npz")
+        elif path.suffix == ".npz" and path.is_file():
+            fmt = _npz_format(path)
+            if fmt == "apu-pairset":
+                return _from_pairset(path)
+            if fmt == "apu-dataset":
+                return _from_dataset(path)
+            raise PriorDataError(f"{path}: meta.format is {fmt!r}, expected 'apu-pairset' or 'apu-dataset'")
+    except PairSetError as err:
+        raise PriorDataError(str(err)) from err
+    raise PriorDataError(
+        f"{path}: expected a FITS directory, an exported dataset or a pair set with gt_* fields"
+    )
 
 
 def load_training_data(
@@ -246,7 +254,7 @@ def load_training_data(
         if num_betas is not None and b != num_betas:
             raise PriorDataError(f"{path}: {b} betas, but earlier sources have {num_betas}")
         num_betas = b
-        for name, arr in zip(_PARAM_KEYS, jax.tree.leaves(target), strict=True):
+        for name, arr in zip(PARAM_KEYS, jax.tree.leaves(target), strict=True):
             if not np.all(np.isfinite(arr)):
                 raise PriorDataError(f"{path}: {name} contains NaN or inf")
         targets.append(target)
