@@ -5,9 +5,10 @@ of each person is classified inside/outside the other person twice:
 - exact: generalised winding number against the other body's full-resolution mesh (holes capped, closed);
 - proxy: the loss's test, against the other body's low-resolution proxy (`build_proxy`).
 It reports precision / recall / accuracy of the proxy flags (exact = truth), over all vertices and over the
-loss's query subsample, the loss value with proxy+queries vs exact+all vertices, and memory per pair from
-XLA's own buffer assignment (`compiled.memory_analysis()`) for: the loss as used (proxy, queries, chunked),
-the exact full-resolution test chunked, and a dense unchunked test like BUDDI's.
+loss's query subsample, also by distance to the other surface; the loss value with proxy+queries (uniform V/Q
+and vertex-count weights) vs exact+all vertices; and memory per pair from XLA's own buffer assignment
+(`compiled.memory_analysis()`) for: the loss as used (proxy, queries, chunked), the exact full-resolution test
+chunked, and a dense unchunked test like BUDDI's.
 
 Run: `python benchmarks/interpenetration_agreement.py [--model default] [--pairs 8] [--json out.json]`.
 """
@@ -31,8 +32,8 @@ from apu_jax.fit import interpenetration as ip
 def random_pairs(model, num_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(P, V, 3) x 2 vertices of posed people standing 0.1–0.35 m apart (root to root), facing random ways."""
     rng = np.random.default_rng(seed)
-    rest = np.asarray(jax.jit(lambda m: apu_jax.forward(m)["vertices"])(model))
-    up = int(np.argmax(np.ptp(rest, axis=0)))  # the body's long axis is vertical
+    joints = np.asarray(jax.jit(lambda m: apu_jax.forward(m)["joints"])(model))
+    up = int(np.argmax(np.abs(joints[15] - joints[0])))  # pelvis -> head is vertical (T-pose span is not)
     horizontal = [k for k in range(3) if k != up]
 
     def params(yaw: np.ndarray, offset: np.ndarray) -> dict[str, jnp.ndarray]:
@@ -112,6 +113,7 @@ def main() -> None:
     t0 = time.perf_counter()
     proxy = ip.build_proxy(model, num_proxy_vertices=args.proxy_vertices)
     queries = ip.sample_query_ids(model, count=args.queries)
+    query_weights = ip.query_vertex_weights(model, queries)
     build_s = time.perf_counter() - t0
     rest = np.asarray(jax.jit(lambda m: apu_jax.forward(m)["vertices"])(model), dtype=np.float64)
     exact_faces = jnp.asarray(ip.closed_surface(rest, np.asarray(model.faces)))
@@ -125,7 +127,7 @@ def main() -> None:
     v0s, v1s = random_pairs(model, args.pairs, args.seed)
     inside = jax.jit(ip.inside_flags, static_argnames="chunk")
     exact_all, proxy_all, exact_q, proxy_q, depth_all = [], [], [], [], []
-    loss_proxy, loss_exact = [], []
+    loss_proxy, loss_weighted, loss_exact = [], [], []
     all_ids = jnp.arange(num_vertices, dtype=jnp.int32)
     exact_proxy = ip.Proxy(faces=exact_faces, vertex_ids=all_ids)
     loss_fn = jax.jit(ip.interpenetration_loss, static_argnames="chunk")
@@ -139,8 +141,12 @@ def main() -> None:
             proxy_all.append(px)
             exact_q.append(ex[np.asarray(queries)])
             proxy_q.append(px[np.asarray(queries)])
-        loss_proxy.append(float(loss_fn(jnp.asarray(v0), jnp.asarray(v1), proxy, queries, chunk=args.chunk)))
-        loss_exact.append(float(loss_fn(jnp.asarray(v0), jnp.asarray(v1), exact_proxy, all_ids, chunk=32)))
+        pair = (jnp.asarray(v0), jnp.asarray(v1))
+        loss_proxy.append(float(loss_fn(*pair, proxy, queries, chunk=args.chunk)))
+        loss_weighted.append(
+            float(loss_fn(*pair, proxy, queries, chunk=args.chunk, query_weights=query_weights))
+        )
+        loss_exact.append(float(loss_fn(*pair, exact_proxy, all_ids, chunk=32)))
     print(f"classified {args.pairs} pairs in {time.perf_counter() - t0:.1f} s")
 
     depth = np.concatenate(depth_all) * 1e3
@@ -170,6 +176,7 @@ def main() -> None:
         "accuracy_by_distance_to_other_surface_mm": by_depth,
         "pairs_with_penetration": int(sum(e.any() for e in exact_all[::2])),
         "loss_proxy_queries": loss_proxy,
+        "loss_proxy_queries_vertex_weighted": loss_weighted,
         "loss_exact_all_vertices": loss_exact,
     }
 

@@ -175,6 +175,20 @@ def test_interpenetration_loss_hand_computed_value_and_gradient():
     assert float(loss_fn(v1, v0, proxy, queries)) == pytest.approx(20.25, rel=1e-5)
 
 
+def test_query_weights_scale_each_query_and_sum_to_the_vertex_count():
+    v0, v1, proxy = _tetra_pair()
+    loss_fn = jax.jit(ip.interpenetration_loss)
+    # Only query 1 is inside: the loss is its weight times (100 · 0.045)².
+    weighted = loss_fn(v0, v1, proxy, jnp.array([1, 2]), query_weights=jnp.array([2.5, 7.0]))
+    assert float(weighted) == pytest.approx(2.5 * 20.25, rel=1e-5)
+    verts, faces = icosphere(2)
+    queries = ip.sample_query_ids_from_mesh(verts, faces, count=40)
+    weights = np.asarray(ip.query_vertex_weights_from_mesh(verts, queries))
+    assert weights.sum() == len(verts) and weights.min() >= 1  # each query is nearest to itself
+    every = np.asarray(ip.query_vertex_weights_from_mesh(verts, np.arange(len(verts))))
+    np.testing.assert_array_equal(every, np.ones(len(verts)))
+
+
 def _numpy_loss(v0, v1, faces, queries, factor=100.0):
     """Independent float64 assembly of the loss (winding numbers by the same formula, brute-force nearest)."""
 
