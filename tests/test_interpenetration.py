@@ -275,7 +275,8 @@ def test_interpenetration_bytes_formula():
     assert est["buddi_dense"] == 10475 * 2000 * 9 * 4
     assert est["persistent"] == 2 * (2000 * 9 + 2000 * 8) * 4
     assert est["chunk_unfused"] == 2 * 128 * (24 * 2000 + 4 * 10475) * 4
-    assert est["chunk_fused"] < est["chunk_unfused"] < est["buddi_dense"]
+    assert est["typical"] == est["persistent"] + 128 * 2000 * 4
+    assert est["typical"] < est["chunk_unfused"] < est["buddi_dense"]
 
 
 # --- the body models
