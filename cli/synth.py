@@ -86,10 +86,10 @@ def synth(
     kp_conf_jitter: Annotated[
         float, typer.Option(help="σ of the random part of keypoint confidence.")
     ] = 0.05,
-    init_pose: Annotated[float, typer.Option(help="Per-joint pose error σ per axis (rad).")] = 0.15,
+    init_pose: Annotated[float, typer.Option(help="Per-joint pose error σ per axis (rad).")] = 0.14,
     init_orient: Annotated[float, typer.Option(help="Global orientation error σ per axis (rad).")] = 0.12,
     init_betas: Annotated[float, typer.Option(help="Shape coefficient error σ.")] = 0.4,
-    init_depth: Annotated[float, typer.Option(help="σ of the log depth factor along the camera ray.")] = 0.06,
+    init_depth: Annotated[float, typer.Option(help="σ of the log depth factor along the camera ray.")] = 0.05,
     init_depth_size: Annotated[
         float, typer.Option(help="Fraction of the depth factor matched by a body-size change.")
     ] = 0.5,

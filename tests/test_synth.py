@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from apu_jax.body import forward, load_model
+from apu_jax.body import load_model
 from apu_jax.body.synthetic import write_synthetic_smplx
 from apu_jax.mocap import synth
 from apu_jax.mocap.bvh import read_bvh
@@ -122,20 +122,19 @@ def test_to_camera_moves_the_mesh_rigidly(model):
     rng = np.random.default_rng(0)
     params = {k: v[0] for k, v in _rand_params(rng, 1).items()}
     betas = rng.normal(0, 1, model.num_betas).astype(np.float32)
-    world = forward(model, betas=jnp.asarray(betas), **{k: jnp.asarray(v) for k, v in params.items()})
     rot, t = synth.look_at(np.array([2.0, 1.4, 3.0]), np.array([0.0, 0.9, 0.0]))
     pelvis = synth.rest_pelvis(synth.shape_joint_basis(model), betas)
     orient, transl = synth.to_camera(rot, t, params["global_orient"], params["transl"], pelvis)
-    cam = forward(
-        model,
-        betas=jnp.asarray(betas),
-        body_pose=jnp.asarray(params["body_pose"]),
-        global_orient=jnp.asarray(orient, jnp.float32),
-        transl=jnp.asarray(transl, jnp.float32),
-    )
-    expected = np.asarray(world["vertices"], np.float64) @ rot.T + t
-    np.testing.assert_allclose(np.asarray(cam["vertices"]), expected, atol=2e-4)
-    np.testing.assert_allclose(np.asarray(cam["joints"]), np.asarray(world["joints"]) @ rot.T + t, atol=2e-4)
+    both = {  # body 0 in the world, body 1 the same body moved into the camera frame
+        "global_orient": np.stack([params["global_orient"], orient]),
+        "body_pose": np.stack([params["body_pose"]] * 2),
+        "betas": np.stack([betas] * 2),
+        "transl": np.stack([params["transl"], transl]),
+    }
+    verts, joints = synth.body_outputs(model, both)
+    np.testing.assert_allclose(verts[1], verts[0].astype(np.float64) @ rot.T + t, atol=2e-4)
+    np.testing.assert_allclose(joints[1], joints[0].astype(np.float64) @ rot.T + t, atol=2e-4)
+    cam = {"vertices": verts[1]}
     assert (np.asarray(cam["vertices"])[:, 2] > 0).all()  # in front of the camera
 
 
@@ -351,21 +350,18 @@ def test_zero_noise_gives_gt(model, clip):
     proj = synth.project_points(arr["gt_joints"][:, :, kp_index], arr["focal"][0, 0], arr["principal"][0])
     np.testing.assert_allclose(arr["keypoints"][..., :2], proj, atol=1e-3)
     np.testing.assert_array_equal(arr["keypoints"][..., 2], 1.0)
-    # gt_joints are the camera-frame GT bodies: forward of the gt_* parameters.
-    out = forward(
-        model, **{k: jnp.asarray(arr[f"gt_{k}"]) for k in ("global_orient", "body_pose", "betas", "transl")}
+    # The gt_* parameters pose the world GT bodies moved rigidly into each camera (shape kept, in front).
+    keys = ("global_orient", "body_pose", "betas", "transl")
+    verts, joints = synth.body_outputs(
+        model, {k: arr[f"gt_{k}"].reshape(-1, arr[f"gt_{k}"].shape[-1]) for k in keys}
     )
-    np.testing.assert_allclose(np.asarray(out["joints"]), arr["gt_joints"], atol=1e-4)
-    # The GT meshes of pair 0 (frame 0, 1 mm apart) keep their shape: pairwise distances as in the world clip.
-    cam = np.asarray(out["vertices"][0, 0])
-    sel = np.arange(0, cam.shape[0], 97)
-    world = clip.vertices[0, 0][sel]
-    np.testing.assert_allclose(
-        np.linalg.norm(cam[sel][:, None] - cam[sel][None], axis=-1),
-        np.linalg.norm(world[:, None] - world[None], axis=-1),
-        atol=2e-4,
-    )
-    assert (np.asarray(out["vertices"])[..., 2] > 0).all()
+    rot, t = arr["camera_rotation"].astype(np.float64), arr["camera_translation"].astype(np.float64)
+    f = arr["frame"][:, 0]  # the clip's frame indices are 0..5
+    move = lambda x: np.einsum("pij,pbvj->pbvi", rot, x) + t[:, None, None]  # noqa: E731
+    np.testing.assert_allclose(verts.reshape(len(f), 2, -1, 3), move(clip.vertices[f]), atol=3e-4)
+    np.testing.assert_allclose(arr["gt_joints"], move(clip.joints[f]), atol=3e-4)
+    np.testing.assert_allclose(joints.reshape(arr["gt_joints"].shape), arr["gt_joints"], atol=1e-5)
+    assert (verts[..., 2] > 0).all()
     # Contacts: valid region ids; with no noise the map contains every GT contact, all with weight 1.
     regions = load_regions(model, max_vertices=None)
     for key in ("contact_pairs", "gt_contact_pairs"):
@@ -395,16 +391,15 @@ def test_gt_contacts_follow_the_threshold(model, clip):
     )
     arr = rep["arrays"]
     regions = load_regions(model, max_vertices=None)
-    from apu_jax.regions import region_pair_min_distance
-
+    ids, mask = np.asarray(regions.vertex_ids), np.asarray(regions.mask)
     for i, f in enumerate(arr["frame"][:, 0]):
         gp = arr["gt_contact_pairs"][i]
-        gp = gp[gp[:, 0] >= 0]
-        va, vb = (jnp.asarray(clip.vertices[f, p]) for p in (0, 1))
-        if len(gp):
-            assert (np.asarray(region_pair_min_distance(va, vb, regions, jnp.asarray(gp))) < 0.02).all()
+        va, vb = clip.vertices[f]
+        for ra, rb in gp[gp[:, 0] >= 0]:
+            pa, pb = va[ids[ra][mask[ra]]], vb[ids[rb][mask[rb]]]
+            assert np.linalg.norm(pa[:, None] - pb[None], axis=-1).min() < 0.02
         if f >= 3:  # 80 mm and more apart: no GT contact
-            assert len(gp) == 0
+            assert (gp == -1).all()
 
 
 def test_seed_determinism_and_default_noise(model, clip, tmp_path):

@@ -96,10 +96,10 @@ class SynthNoise:
     kp_dropout: float = 0.05  # probability that a keypoint is missing (confidence 0)
     kp_outlier: float = 0.02  # probability of a gross keypoint error (displaced by ~15 % of the person size)
     kp_conf_jitter: float = 0.05  # σ of the confidence's random part (confidence also falls with the error)
-    init_pose: float = 0.15  # rad, σ per axis of the per-joint body-pose rotation error
+    init_pose: float = 0.14  # rad, σ per axis of the per-joint body-pose rotation error
     init_orient: float = 0.12  # rad, σ per axis of the global-orientation error
     init_betas: float = 0.4  # σ of the error added to each shape coefficient
-    init_depth: float = 0.06  # σ of the log depth factor: the pelvis moves along its ray by exp(N(0,σ))
+    init_depth: float = 0.05  # σ of the log depth factor: the pelvis moves along its ray by exp(N(0,σ))
     init_depth_size: float = 0.5  # fraction of the depth factor matched by a body-size change (0..1)
     init_xy: float = 0.03  # m, σ of the lateral (camera x/y) position error of the pelvis
     contact_miss: float = 0.2  # probability that a true part contact is left out of the answer
