@@ -60,6 +60,14 @@ class PairSet:
         return PairSet({k: v[index] for k, v in self.arrays.items()}, dict(self.meta))
 
 
+def _publish(tmp: str, path: Path) -> None:
+    """Give a temporary file normal permissions (mkstemp makes it owner-only) and rename it into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_savez(path: str | os.PathLike, **arrays: Any) -> Path:
     """Write an uncompressed .npz through a temporary file and a rename, so readers never see half a file."""
     path = Path(path)
@@ -68,7 +76,7 @@ def atomic_savez(path: str | os.PathLike, **arrays: Any) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -82,7 +90,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    os.replace(tmp, path)
+    _publish(tmp, path)
     return path
 
 
