@@ -270,3 +270,16 @@ def test_side_view_camera_frames_the_points():
     filled, principal = scene.side_view_camera(far, focal, (400, 300), fill=True)
     proj = project_points(filled, focal, principal)
     assert np.ptp(proj[:, 1]) > 0.8 * 300 * 0.9
+
+
+def test_empty_contact_map_is_a_small_note_not_a_grid():
+    s = two_blobs()
+    s.contact_matrix = np.zeros((75, 75), np.float32)
+    s.region_names = tuple(f"r{i}" for i in range(75))
+    empty = scene.render_contact_map(s)
+    s.contact_matrix[3, 4] = 1.0
+    full = scene.render_contact_map(s)
+    assert empty.shape[0] < 500 and full.shape[0] < 500  # neither draws the whole 75 x 75 grid
+    red = draw.heat_colour(np.array(1.0)) * 255
+    assert np.abs(full.reshape(-1, 3) - red).sum(axis=1).min() < 3
+    assert np.abs(empty.reshape(-1, 3) - red).sum(axis=1).min() > 30

@@ -182,7 +182,10 @@ def render_pair(scene: PairScene, side: bool = True, max_side: int = 800) -> np.
         head += "  kept" if scene.keep else "  rejected by filter"
     lines = [head]
     if scene.losses:
-        lines.append("  ".join(f"{k}={v:.3g}" for k, v in list(scene.losses.items())[:6]))
+        # The summary numbers first, then the individual terms.
+        first = [k for k in ("total", "reproj_error") if k in scene.losses]
+        keys = first + [k for k in scene.losses if k not in first and k != "reproj_error_max"]
+        lines.append("  ".join(f"{k}={scene.losses[k]:.3g}" for k in keys[:8]))
     return draw.caption(panel, lines)
 
 
@@ -213,8 +216,10 @@ def render_contact_map(scene: PairScene) -> np.ndarray:
       (H, W, 3) uint8 RGB.
     """
     panels = []
-    if scene.contact_matrix is not None and len(scene.region_names):
+    if scene.contact_matrix is not None and len(scene.region_names) and np.any(scene.contact_matrix > 0):
         panels.append(draw.contact_heatmap(scene.contact_matrix, scene.region_names, title="contact map"))
+    else:  # an empty map: say so rather than drawing an all-white R x R grid
+        panels.append(draw.caption(np.full((60, 240, 3), 255, np.uint8), ["contact map: empty"], height=22))
     panels += [render_person_contacts(scene, 0), render_person_contacts(scene, 1)]
     head = scene.pair_id + (f"  [{scene.label}]" if scene.label else "")
     return draw.caption(draw.hstack(panels, gap=12), [head])
