@@ -43,28 +43,49 @@ class RetargetConfig:
     """Loss weights and optimiser settings (numbers traced, iteration counts static)."""
 
     joint_weights: jax.Array  # (22,) weight of each SMPL-X body joint's position term, m⁻²
-    bone_weights: jax.Array  # (21,) weight of each bone-direction term, bone = (joint j+1, its parent)
+    bone_weights: jax.Array  # (S,) weight of each direction term between two body joints (`BONE_PAIRS`)
+    pose_weights: jax.Array  # (21,) per-joint factor on the L2 pose regulariser (times w_pose)
     w_bone: float = 1.0  # bone-direction term weight (unit vectors, dimensionless)
     w_dir: float = 0.3  # extra-direction term weight
     w_orient: float = 0.3  # segment-orientation term weight (Frobenius²)
     w_pose: float = 1e-3  # L2 pose regulariser, rad⁻²
     w_betas: float = 1e-3  # L2 shape regulariser
-    learning_rate: float = 0.05  # Adam step size (radians / metres / shape units per step at most ~lr)
+    learning_rate: float = 0.15  # initial Adam step size (rad, m, shape units), cosine-decayed to a tenth
     num_steps: int = struct.field(pytree_node=False, default=300)  # Adam iterations per pass
-    chunk: int = struct.field(pytree_node=False, default=128)  # frames per compiled batch
+    chunk: int = struct.field(pytree_node=False, default=64)  # frames per compiled batch
+
+
+# Direction terms between body joints: the 21 bones of the tree (parent → child), then two long trunk
+# segments. Short spine bones, the pelvis → hip bones, the collar bones and neck → head point differently
+# in different rigs at the same pose (e.g. the CC lower spine leans forward where the model's leans back), so
+# they get no weight by default; the long pelvis → spine3 and spine3 → head directions agree across rigs.
+BONE_PAIRS: tuple[tuple[int, int], ...] = tuple(
+    (SMPLX_BODY_PARENTS[c], c) for c in range(1, NUM_BODY_JOINTS)
+) + ((0, 9), (9, 15))
 
 
 def default_config(**overrides) -> RetargetConfig:
-    """Our defaults. Joints on the spine and collars, whose placement differs most between skeletons, count
-    less than limb joints; the pelvis → hip bones get no direction term because skeletons disagree on how far
-    the pelvis pivot sits above the hips (SMPL-X ~9 cm, the CC rig ~2 cm), which is shape, not pose."""
+    """Our defaults. Limb joints carry the position term at full weight; spine, neck, head and collar joints,
+    whose placement differs most between rigs, at 0.3. See `BONE_PAIRS` for the direction weights."""
     weights = np.ones(NUM_BODY_JOINTS, np.float32)
-    for name in ("spine1", "spine2", "spine3", "left_collar", "right_collar"):
+    for name in ("spine1", "spine2", "spine3", "neck", "head", "left_collar", "right_collar"):
         weights[SMPLX_BODY_JOINTS.index(name)] = 0.3
-    bones = np.ones(NUM_BODY_JOINTS - 1, np.float32)
-    for name in ("left_hip", "right_hip"):
+    bones = np.ones(len(BONE_PAIRS), np.float32)
+    unreliable = ("left_hip", "right_hip", "spine1", "spine2", "spine3", "head")
+    unreliable += ("left_collar", "right_collar")
+    for name in unreliable:
         bones[SMPLX_BODY_JOINTS.index(name) - 1] = 0.0
-    fields = {"joint_weights": jnp.asarray(weights), "bone_weights": jnp.asarray(bones)}
+    bones[SMPLX_BODY_JOINTS.index("neck") - 1] = 0.5
+    # The collar's twist about its own bone is invisible in joint positions and trades off against the
+    # shoulder's rotation; a stronger pull to zero keeps the arm's rotation at the shoulder, as in SMPL fits.
+    pose = np.ones(NUM_BODY_JOINTS - 1, np.float32)
+    for name in ("left_collar", "right_collar"):
+        pose[SMPLX_BODY_JOINTS.index(name) - 1] = 30.0
+    fields = {
+        "joint_weights": jnp.asarray(weights),
+        "bone_weights": jnp.asarray(bones),
+        "pose_weights": jnp.asarray(pose),
+    }
     fields.update(overrides)
     return RetargetConfig(**fields)
 
@@ -146,11 +167,15 @@ def frame_loss(
     points, world_rot = _frame_points(points_model, shaped, params)
     joints = points[:NUM_BODY_JOINTS]
     pos = jnp.sum(config.joint_weights * jnp.sum((joints - targets.joints) ** 2, axis=-1))
-    child = np.arange(1, NUM_BODY_JOINTS)
-    parent = np.asarray(SMPLX_BODY_PARENTS[1:])
+    parent, child = np.asarray(BONE_PAIRS).T
     bone_err = _unit(joints[child] - joints[parent]) - _unit(targets.joints[child] - targets.joints[parent])
     bone = jnp.sum(config.bone_weights * jnp.sum(bone_err**2, axis=-1))
-    total = pos + config.w_bone * bone + config.w_pose * jnp.sum(params["body_pose"] ** 2)
+    total = (
+        pos
+        + config.w_bone * bone
+        + config.w_pose
+        * jnp.sum(config.pose_weights * jnp.sum(params["body_pose"].reshape(-1, 3) ** 2, axis=-1))
+    )
     if layout.dir_from:
         model_dirs = _unit(points[np.asarray(layout.dir_to)] - points[np.asarray(layout.dir_from)])
         total = total + config.w_dir * jnp.sum((model_dirs - targets.directions) ** 2)
@@ -189,7 +214,9 @@ def _fit_chunk(
         # Sum over frames: each frame's optimisation is independent of the others' count; betas see all.
         return jnp.sum(losses) + config.w_betas * jnp.sum(p["betas"] ** 2), losses
 
-    optimiser = optax.adam(config.learning_rate)
+    # Cosine decay to a tenth: large early steps to find the pose, small late ones to settle it.
+    schedule = optax.cosine_decay_schedule(config.learning_rate, config.num_steps, alpha=0.1)
+    optimiser = optax.adam(schedule)
 
     def step(carry, _):
         p, state = carry

@@ -17,8 +17,10 @@ lists extra correspondences that fix rotations the 22 joint positions leave free
   (arms horizontal, palms down, head up, feet forward) like the SMPL-X rest pose; the CC rig's zero pose
   is not, so CC relies on point directions (eyes, finger bases, toes) instead.
 
-The correspondence is approximate by nature (different joint placements); the blend fractions below were
-chosen by comparing standing frames with the bundled model's rest joints (see `docs` in build_gmm.py).
+The correspondence is approximate by nature (different joint placements). The blend fractions below were
+chosen by comparing joint heights, normalised by the hip-to-shoulder height, between the bundled model's rest
+joints (adult betas) and the mocap skeletons (a CC frame of 007_01, the cgspeed zero-channel rest), choosing
+anatomical counterparts (neck base, skull base) where the two disagree.
 """
 
 from __future__ import annotations
@@ -137,10 +139,10 @@ _CC = _build(
         "left_knee": _one("CC_Base_L_Calf"),
         "left_ankle": _one("CC_Base_L_Foot"),
         "left_foot": _one("CC_Base_L_ToeBase"),
-        "spine1": _lerp("CC_Base_Pelvis", "CC_Base_Waist", 0.55),
-        "spine2": _lerp("CC_Base_Spine01", "CC_Base_Spine02", 0.5),
-        "spine3": _lerp("CC_Base_Spine02", "CC_Base_NeckTwist01", 0.35),
-        "neck": _lerp("CC_Base_Spine02", "CC_Base_NeckTwist01", 0.9),
+        "spine1": _one("CC_Base_Waist"),
+        "spine2": _one("CC_Base_Spine02"),
+        "spine3": _lerp("CC_Base_Spine02", "CC_Base_NeckTwist01", 0.6),
+        "neck": _one("CC_Base_NeckTwist01"),
         "head": _one("CC_Base_Head"),
         "left_collar": _one("CC_Base_L_Clavicle"),
         "left_shoulder": _one("CC_Base_L_Upperarm"),
@@ -160,17 +162,17 @@ _CC = _build(
 )
 
 _ASF_LEFT_JOINTS: dict[str, Blend] = {
-    # The cgspeed root sits ~11 cm above the hip joints, the bundled model's pelvis ~2 cm: blend towards them.
-    "pelvis": (("hip", 0.15), ("lfemur", 0.425), ("rfemur", 0.425)),
+    # The cgspeed root sits ~11 cm above the hip joints, the bundled model's pelvis ~1 cm: blend towards them.
+    "pelvis": (("hip", 0.085), ("lfemur", 0.4575), ("rfemur", 0.4575)),
     "left_hip": _one("lfemur"),
     "left_knee": _one("ltibia"),
     "left_ankle": _one("lfoot"),
     "left_foot": _one("ltoes"),
-    "spine1": (("hip", 0.52), ("lfemur", 0.24), ("rfemur", 0.24)),
-    "spine2": _lerp("hip", "upperback", 0.75),
-    "spine3": _one("thorax"),
-    "neck": _lerp("upperneck", "head", 0.47),
-    "head": _lerp("head", "head/End", 0.4),
+    "spine1": (("hip", 0.75), ("lfemur", 0.125), ("rfemur", 0.125)),
+    "spine2": _one("upperback"),
+    "spine3": _lerp("thorax", "upperneck", 0.22),
+    "neck": _lerp("upperneck", "head", 0.3),
+    "head": _lerp("head", "head/End", 0.3),
     "left_collar": _lerp("upperneck", "lhumerus", 0.15),
     "left_shoulder": _one("lhumerus"),
     "left_elbow": _one("lradius"),
