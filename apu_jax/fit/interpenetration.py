@@ -168,7 +168,7 @@ def interpenetration_loss(
     - default (`query_weights=None`): every query counts V/Q. Farthest-point queries are spread evenly over
       the surface, so this is an area-uniform estimate scaled to V vertices. It is NOT BUDDI's per-vertex
       sum when the mesh density varies: on the default (Anny-topology) model, whose vertices crowd the head
-      and hands, 5 random penetrating pairs scored 1.6–5.1x the all-vertex sum
+      and hands, 5 random penetrating pairs scored 1.6–5.0x the all-vertex sum
       (`benchmarks/interpenetration_agreement.py`).
     - `query_weights=query_vertex_weights(...)`: each query counts the full-resolution vertices nearest to it
       (weights sum to V), which estimates BUDDI's sum over all V vertices.
