@@ -209,7 +209,7 @@ def _prior_target(
 
 
 def _weighted_total(terms: Mapping[str, jax.Array], weights: FitWeights, stage: int) -> jax.Array:
-    return sum(getattr(weights, name)[stage] * terms[name] for name in TERMS)
+    return sum(weights_for(weights, name, stage) * terms[name] for name in TERMS)
 
 
 def _run_stage(
