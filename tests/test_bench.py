@@ -113,7 +113,7 @@ def test_torch_terms_and_gradient_equal_jax(setup, stage):
             stage,
         )
         for name in TERMS:
-            a, b = float(ours[name]), float(theirs[name])
+            a, b = float(ours[name]), float(theirs[name].detach())
             assert np.isclose(a, b, rtol=RTOL.get(name, DEFAULT_RTOL), atol=0.0), (name, stage, a, b)
         assert float(ours["contact"]) > 0 and float(ours["init_pose"]) > 0
         # The interpenetration term exists in stage 2 only, and the setup makes it non-zero there.

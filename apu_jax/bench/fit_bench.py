@@ -220,13 +220,14 @@ def memory_plan(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def term_costs(
-    inputs: BenchInputs, weights: FitWeights, batch_size: int = 8, repeats: int = 3
+    inputs: BenchInputs, weights: FitWeights, batch_size: int = 8, repeats: int = 5
 ) -> dict[str, Any]:
     """Time of one loss+gradient evaluation per pair with one term switched on at a time.
 
     `jit(vmap(value_and_grad(weighted loss)))` over `batch_size` pairs; the base (body model, keypoints,
     shape and init-pose priors, which cannot be switched off) is timed per stage, and each optional term's
-    cost is its variant minus the base of its stage. Milliseconds per pair-iteration (median of `repeats`).
+    cost is its variant minus the base of its stage. Milliseconds per pair-iteration (median of `repeats`
+    round-robin rounds).
     """
     pairs = batch(inputs, batch_size)
     base = FitStructure(use_contact=False, use_gmm=False, use_interpenetration=False)
@@ -239,10 +240,10 @@ def term_costs(
         "full_stage1": (FitStructure(), 0),
         "full_stage2": (FitStructure(), 1),
     }
-    ms: dict[str, float] = {}
     compile_s: dict[str, float] = {}
+    programs = {}
+    one = jax.tree_util.tree_map(lambda a: a[0], pairs)
     for name, (structure, stage) in variants.items():
-        one = jax.tree_util.tree_map(lambda a: a[0], pairs)
         free, fixed, total = flops_mod.stage_objective(structure, stage, one)
         step = jax.jit(jax.vmap(jax.value_and_grad(total), in_axes=(0, 0, None, None, 0, None)))
         free_b = {k: v for k, v in _stacked(pairs).items() if k in free}
@@ -251,13 +252,17 @@ def term_costs(
         t0 = time.perf_counter()
         compiled = step.lower(*args).compile()
         compile_s[name] = time.perf_counter() - t0
-        jax.block_until_ready(compiled(*args))
-        times = []
-        for _ in range(max(1, repeats)):
+        jax.block_until_ready(compiled(*args))  # warm-up
+        programs[name] = (compiled, args)
+    # Round robin: every variant is timed once per round, so a load change on a shared machine hits all
+    # variants alike instead of biasing whichever ran during it.
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(max(1, repeats)):
+        for name, (compiled, args) in programs.items():
             t0 = time.perf_counter()
             jax.block_until_ready(compiled(*args))
-            times.append(time.perf_counter() - t0)
-        ms[name] = 1e3 * statistics.median(times) / batch_size
+            times[name].append(time.perf_counter() - t0)
+    ms = {name: 1e3 * statistics.median(t) / batch_size for name, t in times.items()}
     increments = {
         "contact": ms["contact"] - ms["base_stage1"],
         "gmm": ms["gmm"] - ms["base_stage1"],

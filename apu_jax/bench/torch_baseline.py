@@ -121,7 +121,7 @@ def pair_tensors(inputs: PairInputs, index: int) -> dict[str, torch.Tensor]:
     }
     out = {}
     for key, value in fields.items():
-        array = np.asarray(value[index])
+        array = np.array(value[index])  # a writable copy (torch refuses read-only buffers)
         dtype = torch.int64 if array.dtype.kind in "iu" else torch.float32
         out[key] = torch.as_tensor(array, dtype=dtype)
     return out
