@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cli.app import app
 
 runner = CliRunner()
-COMMANDS = ["demo", "model", "ask", "run", "synth", "fit", "eval", "filter", "render", "view", "analyze"]
+COMMANDS = ["demo", "model", "ask", "run", "synth", "fit", "eval", "filter", "render", "view", "analyze", "bench"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
