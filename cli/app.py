@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import analyze, ask, bench, demo, filter, fit, model, render, run, synth, view
+from cli import analyze, ask, bench, demo, filter, fit, model, prior, render, run, synth, view
 from cli import eval as eval_cli
 
 app = typer.Typer(
@@ -15,7 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for command_group in (demo, model, ask, run, fit, eval_cli, filter, render, view, analyze, bench):
+for command_group in (demo, model, ask, run, fit, eval_cli, filter, render, view, analyze, bench, prior):
     command_group.register(app)
 app.command("synth")(synth.synth)
 

@@ -11,7 +11,21 @@ from typer.testing import CliRunner
 from cli.app import app
 
 runner = CliRunner()
-COMMANDS = ["demo", "model", "ask", "run", "synth", "fit", "eval", "filter", "render", "view", "analyze", "bench"]
+COMMANDS = [
+    "demo",
+    "model",
+    "ask",
+    "run",
+    "synth",
+    "fit",
+    "eval",
+    "filter",
+    "render",
+    "view",
+    "analyze",
+    "bench",
+    "prior",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
