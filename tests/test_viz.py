@@ -283,3 +283,13 @@ def test_empty_contact_map_is_a_small_note_not_a_grid():
     red = draw.heat_colour(np.array(1.0)) * 255
     assert np.abs(full.reshape(-1, 3) - red).sum(axis=1).min() < 3
     assert np.abs(empty.reshape(-1, 3) - red).sum(axis=1).min() > 30
+
+
+def test_caption_wraps_long_lines():
+    img = np.zeros((10, 200, 3), np.uint8)
+    one = draw.caption(img, ["short"], height=20)
+    long = draw.caption(img, ["word " * 40], height=20)
+    assert one.shape[0] == 10 + 20 + 6
+    assert long.shape[0] > one.shape[0] + 40  # several lines, none cut off at the right edge
+    band = long[: long.shape[0] - 10]
+    assert (band[:, -5:] == 255).all()

@@ -79,7 +79,8 @@ def _pt(xy: np.ndarray) -> tuple[int, int]:
 
 
 def caption(image: np.ndarray, lines: Sequence[str], height: int | None = None) -> np.ndarray:
-    """Stack a white band with text lines on top of ``image``.
+    """Stack a white band with text lines on top of ``image``; lines too long for the width are wrapped at
+    spaces.
 
     Args:
       image: (H, W, 3) uint8 RGB.
@@ -90,13 +91,25 @@ def caption(image: np.ndarray, lines: Sequence[str], height: int | None = None) 
     """
     w = image.shape[1]
     line_h = height if height is not None else int(np.clip(w / 40, 16, 32))
-    band = np.full((line_h * len(lines) + line_h // 3, w, 3), 255, dtype=np.uint8)
     scale = line_h / 32.0
-    for i, text in enumerate(lines):
-        ascii_text = text.encode("ascii", "replace").decode()
+    thick = max(1, round(scale * 1.5))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    wrapped: list[str] = []
+    for text in lines:
+        current = ""
+        for word in text.encode("ascii", "replace").decode().split(" "):
+            trial = f"{current} {word}" if current else word
+            if current and cv2.getTextSize(trial, font, scale, thick)[0][0] > w - line_h:
+                wrapped.append(current)
+                current = word
+            else:
+                current = trial
+        wrapped.append(current)
+    band = np.full((line_h * len(wrapped) + line_h // 3, w, 3), 255, dtype=np.uint8)
+    for i, text in enumerate(wrapped):
         cv2.putText(
-            band, ascii_text, (line_h // 3, (i + 1) * line_h - line_h // 4), cv2.FONT_HERSHEY_SIMPLEX,
-            scale, (20, 20, 20), max(1, round(scale * 1.5)), cv2.LINE_AA,
+            band, text, (line_h // 3, (i + 1) * line_h - line_h // 4), font, scale, (20, 20, 20), thick,
+            cv2.LINE_AA,
         )  # fmt: skip
     return np.concatenate([band, image], axis=0)
 
