@@ -263,10 +263,26 @@ def plot(result: InteractionAnalysis, size: tuple[int, int] = (940, 700), top_la
         cv2.circle(layer, to_px(result.coords[k]), r, colour, -1, cv2.LINE_AA)
         img = cv2.addWeighted(layer, 0.55, img, 0.45, 0)
         cv2.circle(img, to_px(result.coords[k]), r, colour, 1, cv2.LINE_AA)
-    for cnt in result.counts:
-        for k in list(cnt)[:top_labels]:
-            x, y = to_px(result.coords[k])
-            cv2.putText(img, k[:24], (x + 5, y - 5), font, 0.4, (30, 30, 30), 1, cv2.LINE_AA)
+    # Name each dataset's most frequent types once; each label goes to the first of a few spots around its
+    # disc that overlaps no label already placed (greedy, most frequent first).
+    named = sorted({k: max(c.get(k, 0) for c in result.counts) for cnt in result.counts
+                    for k in list(cnt)[:top_labels]}.items(), key=lambda kv: -kv[1])  # fmt: skip
+    placed: list[tuple[int, int, int, int]] = []
+    for k, _ in named:
+        text = k[:24]
+        (tw, th), _ = cv2.getTextSize(text, font, 0.4, 1)
+        x, y = to_px(result.coords[k])
+        spots = [(x + 6, y - 6), (x + 6, y + th + 6), (x - tw - 6, y - 6), (x - tw - 6, y + th + 6),
+                 (x - tw // 2, y - 12), (x - tw // 2, y + th + 14)]  # fmt: skip
+        for sx, sy in spots:
+            box = (sx, sy - th, sx + tw, sy + 2)
+            if all(box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3] for b in placed):
+                break
+        else:
+            sx, sy = spots[0]
+            box = (sx, sy - th, sx + tw, sy + 2)
+        placed.append(box)
+        cv2.putText(img, text, (sx, sy), font, 0.4, (30, 30, 30), 1, cv2.LINE_AA)
     # Legend with the diversity numbers.
     lx, ly = w - right + 12, top + 10
     for d, (name, st) in enumerate(zip(result.names, result.stats, strict=True)):
