@@ -60,7 +60,8 @@ def export_dataset(
 
     Args:
         pairs_path: the pair set written by the ask stage.
-        fits_dir: the fits directory written by `apu_jax.fit.fit_pairset` (with `keep`).
+        fits_dir: the fits directory written by `apu_jax.fit.fit_pairset` (with `keep`); its `marks.json`
+            (from `apu view`), when present, overrides `keep` per pair.
         out_path: the dataset `.npz`.
     Returns:
         `{"pairs": P in the pair set, "fitted": pairs with a fit, "kept": P exported, "path": ...}`.
@@ -73,7 +74,12 @@ def export_dataset(
         raise PairSetError(f"{fits_dir}: fits for pairs not in {pairs_path} (e.g. '{missing[0]}')")
     # The last shard wins if a pair was fitted twice (should not happen: reruns skip finished ids).
     fit_row = {pid: i for i, pid in enumerate(fits["pair_id"].tolist())}
-    kept_ids = [pid for pid, i in fit_row.items() if bool(fits["keep"][i])]
+    # Manual accept/reject marks from `apu view` override the automatic filter.
+    from apu_jax.viz.marks import apply_marks, load_marks, marks_path_for
+
+    ids = fits["pair_id"].astype(str).tolist()
+    keep = apply_marks(ids, fits["keep"], load_marks(marks_path_for(fits_dir)))
+    kept_ids = [pid for pid, i in fit_row.items() if bool(keep[i])]
     p_idx = np.asarray([row_of[pid] for pid in kept_ids], dtype=np.int64)
     f_idx = np.asarray([fit_row[pid] for pid in kept_ids], dtype=np.int64)
 
