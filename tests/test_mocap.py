@@ -179,6 +179,8 @@ def test_unknown_skeleton_is_a_clear_error():
 
 # --- retargeting (round trip through the body model)
 
+ALL_BONES = np.ones(23, np.float32)  # len(retarget.BONE_PAIRS)
+
 
 @pytest.fixture(scope="module")
 def synthetic_model(tmp_path_factory):
@@ -212,7 +214,7 @@ def test_retarget_round_trip_recovers_joints(synthetic_model):
     import jax.numpy as jnp
 
     import apu_jax
-    from apu_jax.mocap.retarget import default_config, retarget
+    from apu_jax.mocap.retarget import BONE_PAIRS, default_config, retarget
     from apu_jax.mocap.skeletons import MocapTargets
 
     model = synthetic_model
@@ -234,13 +236,16 @@ def test_retarget_round_trip_recovers_joints(synthetic_model):
         skeleton=smap,
         frames=np.arange(num),
     )
-    config = default_config(num_steps=400, chunk=8, w_pose=1e-6, w_betas=1e-6)
+    # Every direction term on: the default zero weights guard against rig differences, which a model
+    # fitted to itself does not have, and they slow convergence of the spine joints.
+    config = default_config(num_steps=400, chunk=8, w_pose=1e-6, w_betas=1e-6, bone_weights=ALL_BONES)
     result = retarget(model, targets, config)
     assert result.body_pose.shape == (num, 63) and result.joint_error_mm.shape == (num, 22)
-    assert result.joint_error_mm.mean() < 3.0, result.joint_error_mm.mean(0)
+    assert len(ALL_BONES) == len(BONE_PAIRS)
+    assert result.joint_error_mm.mean() < 2.0, result.joint_error_mm.mean(0)
     # With the true betas given, the fit reaches the same joints without fitting shape.
     fixed = retarget(model, targets, config, betas=betas)
-    assert fixed.joint_error_mm.mean() < 3.0, fixed.joint_error_mm.mean(1)
+    assert fixed.joint_error_mm.max() < 3.0, fixed.joint_error_mm.mean(1)
     np.testing.assert_allclose(fixed.betas, betas)
 
 
@@ -288,7 +293,7 @@ def test_build_gmm_small(tmp_path, synthetic_model, monkeypatch):
         heldout_offset=1,
         max_error_mm=1e9,
         reg_covar=1e-3,
-        config=default_config(num_steps=400, chunk=8, w_pose=1e-6, w_betas=1e-6),
+        config=default_config(num_steps=400, chunk=8, w_pose=1e-6, w_betas=1e-6, learning_rate=0.05),
         cache_path=tmp_path / "poses.npz",
     )
     assert report["train_trials"] == ["901_01"] and report["heldout_trials"] == ["901_02"]
