@@ -283,19 +283,17 @@ def test_build_gmm_small(tmp_path, synthetic_model, monkeypatch):
         (data / "901" / f"{trial}.bvh").write_text(EXCERPTS["cc"].read_text())
     monkeypatch.setattr(apu_jax, "load_model", lambda name: synthetic_model)
     out = tmp_path / "gmm.npz"
-    report = build_gmm(
-        out,
-        data,
+    common = dict(
         model="synthetic",
         num_components=1,
         stride=1,
         heldout_every=2,
         heldout_offset=1,
         max_error_mm=1e9,
-        reg_covar=1e-3,
-        config=default_config(num_steps=400, chunk=8, w_pose=1e-6, w_betas=1e-6, learning_rate=0.05),
         cache_path=tmp_path / "poses.npz",
     )
+    config = default_config(num_steps=400, chunk=8, w_pose=1e-6, w_betas=1e-6, bone_weights=ALL_BONES)
+    report = build_gmm(out, data, reg_covar=1e-3, config=config, **common)
     assert report["train_trials"] == ["901_01"] and report["heldout_trials"] == ["901_02"]
     assert report["num_train_frames"] == 11 and report["num_heldout_frames"] == 11  # frame 0 dropped
     assert report["num_fit_poses"] == 22  # mirrored copies added
@@ -306,17 +304,6 @@ def test_build_gmm_small(tmp_path, synthetic_model, monkeypatch):
     assert arrays["means"].shape == (1, 63) and meta["acknowledgement"] == CMU_ACKNOWLEDGEMENT
     assert load_gmm(out).means.shape == (1, 63)
     # A rebuild with a different regulariser reuses the cached retargeting and changes only the mixture.
-    again = build_gmm(
-        out,
-        data,
-        model="synthetic",
-        num_components=1,
-        stride=1,
-        heldout_every=2,
-        heldout_offset=1,
-        max_error_mm=1e9,
-        reg_covar=1e-2,
-        cache_path=tmp_path / "poses.npz",
-    )
+    again = build_gmm(out, data, reg_covar=1e-2, **common)
     assert again["retarget_seconds"] == report["retarget_seconds"] and again["reg_covar"] == 1e-2
     assert again["train_mean_log_likelihood"] < report["train_mean_log_likelihood"]
