@@ -249,7 +249,8 @@ def build_gmm(
         baseline_ll = float(mixture_log_likelihood(base_mean, base_cov, base_w, heldout).mean())
     all_err = np.concatenate(errors)
     kept_err = np.concatenate(kept_errors)
-    per_joint = dict(zip(SMPLX_BODY_JOINTS, np.round(kept_err.mean(0), 1).tolist(), strict=True))
+    joint_means = np.round(kept_err.mean(0, dtype=np.float64), 1).tolist()
+    per_joint = dict(zip(SMPLX_BODY_JOINTS, joint_means, strict=True))
     report: dict[str, Any] = {
         "out_path": str(out_path),
         "data_dir": str(data_dir),
