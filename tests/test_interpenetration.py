@@ -175,6 +175,26 @@ def test_interpenetration_loss_hand_computed_value_and_gradient():
     assert float(loss_fn(v1, v0, proxy, queries)) == pytest.approx(20.25, rel=1e-5)
 
 
+def test_loss_at_fixed_targets_matches_the_searching_loss_and_keeps_them_fixed():
+    v0, v1, proxy = _tetra_pair()
+    queries = jnp.arange(4, dtype=jnp.int32)
+    targets = ip.interpenetration_targets(v0, v1, proxy, queries)
+    # Only vertex 1 of body 0 is inside body 1; its nearest vertex of body 1 is vertex 0.
+    np.testing.assert_array_equal(np.asarray(targets.inside), [[False, True, False, False], [False] * 4])
+    assert int(targets.nearest[0, 1]) == 0
+    searched = jax.value_and_grad(ip.interpenetration_loss, argnums=(0, 1))(v0, v1, proxy, queries)
+    fixed = jax.value_and_grad(ip.interpenetration_loss_at, argnums=(0, 1))(v0, v1, targets, queries)
+    assert float(fixed[0]) == pytest.approx(float(searched[0]), rel=1e-6)
+    for a, b in zip(fixed[1], searched[1], strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    # Move body 1 away: the searching loss drops to 0, the fixed-target one still pulls vertex 1 to the old
+    # nearest vertex, now at x = 1.8: d² = 0.8² + 0.05² + 0.05².
+    moved = v1 + jnp.array([1.0, 0.0, 0.0])
+    assert float(ip.interpenetration_loss(v0, moved, proxy, queries)) == 0.0
+    stale = float(ip.interpenetration_loss_at(v0, moved, targets, queries))
+    assert stale == pytest.approx((100.0 * (0.8**2 + 0.05**2 + 0.05**2)) ** 2, rel=1e-5)
+
+
 def test_query_weights_scale_each_query_and_sum_to_the_vertex_count():
     v0, v1, proxy = _tetra_pair()
     loss_fn = jax.jit(ip.interpenetration_loss)

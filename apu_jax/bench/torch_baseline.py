@@ -184,9 +184,24 @@ def _gmm_nll(setup: TorchFitSetup, body_pose: torch.Tensor) -> torch.Tensor:
     return (0.5 * quad - setup.gmm_log_weights).min()
 
 
-def _penetration_one_way(verts: torch.Tensor, other: torch.Tensor, setup: TorchFitSetup) -> torch.Tensor:
-    """(V/Q) Σ_{q inside other} (100 · min_u ‖v_q − u‖²)²: inside test on the other body's posed proxy."""
+def _penetration_one_way(
+    verts: torch.Tensor,
+    other: torch.Tensor,
+    setup: TorchFitSetup,
+    cached: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """(V/Q) Σ_{q inside other} (100 · min_u ‖v_q − u‖²)²: inside test on the other body's posed proxy.
+
+    Returns the value and the (inside, nearest) search result; `cached` reuses an earlier search (the
+    engine's `interpenetration_refresh`).
+    """
     queries = verts[setup.query_ids]
+    if cached is not None:
+        inside, nearest = cached
+        sq = ((queries - other[nearest]) ** 2).sum(dim=-1)
+        penalty = (DISTANCE_FACTOR * sq) ** 2
+        scale = setup.num_vertices / len(setup.query_ids)
+        return torch.where(inside, penalty, torch.zeros(())).sum() * scale, cached
     with torch.no_grad():
         points = queries[:, None, :]  # (Q, 1, 3)
         triangles = other[setup.proxy_faces]  # (Fp, 3, 3)
@@ -199,7 +214,8 @@ def _penetration_one_way(verts: torch.Tensor, other: torch.Tensor, setup: TorchF
     inside = winding >= INSIDE_THRESHOLD
     sq = ((queries - other[nearest]) ** 2).sum(dim=-1)
     penalty = (DISTANCE_FACTOR * sq) ** 2
-    return torch.where(inside, penalty, torch.zeros(())).sum() * (setup.num_vertices / len(setup.query_ids))
+    scale = setup.num_vertices / len(setup.query_ids)
+    return torch.where(inside, penalty, torch.zeros(())).sum() * scale, (inside, nearest)
 
 
 def loss_terms(
@@ -210,8 +226,12 @@ def loss_terms(
     structure: FitStructure,
     stage: int,
     rho: float | None = None,
+    penetration_cache: dict[str, Any] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Unweighted loss terms of one pair, as `apu_jax.fit.engine.loss_terms` (rho: GMoF scale if robust).
+
+    `penetration_cache`: a dict holding the last interpenetration search under "targets"; an entry is reused
+    when present and replaced when missing (the caller clears it every `interpenetration_refresh` steps).
 
     Args:
         params: `global_orient` (2, 3), `body_pose` (2, 63), `betas` (2, B), `transl` (2, 3).
@@ -246,9 +266,12 @@ def loss_terms(
     if structure.use_gmm:
         terms["gmm"] = _gmm_nll(setup, params["body_pose"][0]) + _gmm_nll(setup, params["body_pose"][1])
     if structure.use_interpenetration and stage == 1:
-        terms["interpenetration"] = _penetration_one_way(vertices[0], vertices[1], setup) + (
-            _penetration_one_way(vertices[1], vertices[0], setup)
-        )
+        cached = (penetration_cache or {}).get("targets", (None, None))
+        forward, targets0 = _penetration_one_way(vertices[0], vertices[1], setup, cached[0])
+        backward, targets1 = _penetration_one_way(vertices[1], vertices[0], setup, cached[1])
+        if penetration_cache is not None:
+            penetration_cache["targets"] = (targets0, targets1)
+        terms["interpenetration"] = forward + backward
     return terms
 
 
@@ -269,10 +292,14 @@ def _stage(
     free = {k: v.detach().clone().requires_grad_(True) for k, v in free.items()}
     optimiser = torch.optim.Adam(list(free.values()), lr=float(weights["learning_rate"][stage]))
     history = []
-    for _ in range(structure.iters[stage]):
+    cache: dict[str, Any] = {}
+    refresh = max(1, structure.interpenetration_refresh)
+    for index in range(structure.iters[stage]):
+        if index % refresh == 0:
+            cache.clear()
         optimiser.zero_grad(set_to_none=True)
         terms = loss_terms(
-            setup, {**fixed, **free}, init_pose, pair, structure, stage, float(weights["gmof_rho"])
+            setup, {**fixed, **free}, init_pose, pair, structure, stage, float(weights["gmof_rho"]), cache
         )
         total = sum(float(weights[name][stage]) * terms[name] for name in TERMS)
         total.backward()

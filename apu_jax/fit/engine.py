@@ -25,7 +25,13 @@ from flax import struct
 from apu_jax.body.model import BodyModel, forward_single
 from apu_jax.fit.camera import Camera, project
 from apu_jax.fit.gmm import Gmm, gmm_nll
-from apu_jax.fit.interpenetration import Proxy, interpenetration_loss
+from apu_jax.fit.interpenetration import (
+    PenetrationTargets,
+    Proxy,
+    interpenetration_loss,
+    interpenetration_loss_at,
+    interpenetration_targets,
+)
 from apu_jax.fit.losses import (
     contact_loss,
     keypoint_loss,
@@ -95,6 +101,10 @@ class FitStructure:
     optimise_global_orient: bool = False  # BUDDI keeps the global orientation fixed
     robust: bool = False  # GMoF on keypoint residuals
     use_prior: bool = False  # diffusion-prior guidance (FitStatics.prior must be set)
+    # Stage 2 recomputes the interpenetration inside test and nearest vertices every this many steps (1 =
+    # every step, as BUDDI). They carry no gradient and barely move at stage 2's step size; the search is
+    # most of a stage-2 step, so 10 makes stage 2 several times cheaper (docs/BENCHMARKS.md).
+    interpenetration_refresh: int = 10
 
 
 @struct.dataclass
@@ -148,6 +158,7 @@ def loss_terms(
     structure: FitStructure,
     stage: int,
     prior_target: PairParams | None = None,
+    penetration: PenetrationTargets | None = None,
 ) -> dict[str, jax.Array]:
     """Unweighted loss terms of one pair at the current parameters (stage static: 0 or 1).
 
@@ -155,6 +166,7 @@ def loss_terms(
         params: `global_orient` (2, 3), `body_pose` (2, 63), `betas` (2, B), `transl` (2, 3).
         init_pose: (2, 63) the initial-pose target.
         prior_target: the denoised estimate (no gradient) when `structure.use_prior`.
+        penetration: interpenetration inside flags / nearest ids to use instead of searching them here.
     Returns:
         term name → () value (terms the structure leaves out are 0).
     """
@@ -185,9 +197,14 @@ def loss_terms(
             statics.gmm, params["body_pose"][1]
         )
     if structure.use_interpenetration and stage == 1:
-        terms["interpenetration"] = interpenetration_loss(
-            out["vertices"][0], out["vertices"][1], statics.proxy, statics.query_ids
-        )
+        if penetration is None:
+            terms["interpenetration"] = interpenetration_loss(
+                out["vertices"][0], out["vertices"][1], statics.proxy, statics.query_ids
+            )
+        else:
+            terms["interpenetration"] = interpenetration_loss_at(
+                out["vertices"][0], out["vertices"][1], penetration, statics.query_ids
+            )
     if structure.use_prior and prior_target is not None:
         current = PairParams(**{k: params[k] for k in ("global_orient", "body_pose", "betas", "transl")})
         terms["prior"] = diffusion_guidance_loss(current, prior_target, GuidanceWeights())
@@ -225,28 +242,53 @@ def _run_stage(
 ) -> tuple[dict[str, jax.Array], jax.Array]:
     """Adam on the `free` parameters for `structure.iters[stage]` steps; returns them and the loss history."""
 
-    def total(free_params: dict[str, jax.Array], target: PairParams | None) -> jax.Array:
+    def total(
+        free_params: dict[str, jax.Array], target: PairParams | None, penetration: PenetrationTargets | None
+    ) -> jax.Array:
         params = {**fixed, **free_params}
-        terms = loss_terms(params, init_pose, model, statics, pair, weights, structure, stage, target)
+        terms = loss_terms(
+            params, init_pose, model, statics, pair, weights, structure, stage, target, penetration
+        )
         return _weighted_total(terms, weights, stage)
 
     optimiser = optax.inject_hyperparams(optax.adam)(learning_rate=weights.learning_rate[stage])
     value_and_grad = jax.value_and_grad(total)
     base_key = jax.random.fold_in(jax.random.PRNGKey(0), stage)
 
-    def step(carry, index):
+    def step(carry, index, penetration=None):
         current, opt_state = carry
         target = None
         if structure.use_prior:
             key = jax.random.fold_in(base_key, index)
             target = _prior_target({**fixed, **current}, model, statics, weights, key)
-        value, grads = value_and_grad(current, target)
+        value, grads = value_and_grad(current, target, penetration)
         updates, opt_state = optimiser.update(grads, opt_state, current)
         return (optax.apply_updates(current, updates), opt_state), value
 
-    steps = jnp.arange(structure.iters[stage])
-    (free, _), history = jax.lax.scan(step, (free, optimiser.init(free)), steps)
-    return free, history
+    iters = structure.iters[stage]
+    refresh = structure.interpenetration_refresh
+    carry = (free, optimiser.init(free))
+    if not (structure.use_interpenetration and stage == 1 and refresh > 1):
+        (free, _), history = jax.lax.scan(step, carry, jnp.arange(iters))
+        return free, history
+
+    def block(carry, indices):
+        # Search the inside flags / nearest vertices once per block of `refresh` steps.
+        vertices = _bodies(model, {**fixed, **carry[0]})["vertices"]
+        penetration = interpenetration_targets(vertices[0], vertices[1], statics.proxy, statics.query_ids)
+        return jax.lax.scan(lambda c, i: step(c, i, penetration), carry, indices)
+
+    histories = []
+    num_blocks, rest = divmod(iters, refresh)
+    if num_blocks:
+        carry, values = jax.lax.scan(
+            block, carry, jnp.arange(num_blocks * refresh).reshape(num_blocks, refresh)
+        )
+        histories.append(values.reshape(-1))
+    if rest:
+        carry, values = block(carry, jnp.arange(num_blocks * refresh, iters))
+        histories.append(values)
+    return carry[0], jnp.concatenate(histories)
 
 
 def fit_pair(

@@ -119,6 +119,43 @@ def _nearest_chunk(points: jax.Array, targets: jax.Array) -> jax.Array:
 # --- loss
 
 
+def _targets_one_way(
+    verts: jax.Array,
+    other_verts: jax.Array,
+    other_proxy: Proxy,
+    query_ids: jax.Array,
+    chunk: int,
+    threshold: jax.Array | float,
+) -> tuple[jax.Array, jax.Array]:
+    """(Q,) bool inside flags, (Q,) int32 nearest other-body vertex ids of one body's queries; no gradient."""
+    fixed_queries = jax.lax.stop_gradient(verts[query_ids])
+    fixed_other = jax.lax.stop_gradient(other_verts)
+    triangles = fixed_other[other_proxy.faces]
+
+    def per_chunk(points):
+        return _winding_chunk(points, triangles), _nearest_chunk(points, fixed_other)
+
+    winding, nearest = _chunked_map(per_chunk, fixed_queries, chunk)
+    return winding >= threshold, nearest
+
+
+def _penalty_one_way(
+    verts: jax.Array,
+    other_verts: jax.Array,
+    query_ids: jax.Array,
+    inside: jax.Array,
+    nearest: jax.Array,
+    query_weights: jax.Array | None,
+    factor: jax.Array | float,
+) -> jax.Array:
+    """`Σ_{q inside} w_q (factor · ‖v_q − u_nearest(q)‖²)²` given the (gradient-free) mask and targets."""
+    sq_dist = jnp.sum(jnp.square(verts[query_ids] - other_verts[nearest]), axis=-1)
+    penalty = jnp.square(factor * sq_dist)
+    if query_weights is None:
+        query_weights = verts.shape[0] / query_ids.shape[0]
+    return jnp.sum(jnp.where(inside, query_weights * penalty, 0.0))
+
+
 def _penetration_one_way(
     verts: jax.Array,
     other_verts: jax.Array,
@@ -130,21 +167,56 @@ def _penetration_one_way(
     factor: jax.Array | float,
 ) -> jax.Array:
     """`Σ_{q inside other} w_q (factor · min_u ‖v_q − u‖²)²` for the query vertices of one body."""
-    queries = verts[query_ids]
-    fixed_queries = jax.lax.stop_gradient(queries)
-    fixed_other = jax.lax.stop_gradient(other_verts)
-    triangles = fixed_other[other_proxy.faces]
+    inside, nearest = _targets_one_way(verts, other_verts, other_proxy, query_ids, chunk, threshold)
+    return _penalty_one_way(verts, other_verts, query_ids, inside, nearest, query_weights, factor)
 
-    def per_chunk(points):
-        return _winding_chunk(points, triangles), _nearest_chunk(points, fixed_other)
 
-    winding, nearest = _chunked_map(per_chunk, fixed_queries, chunk)
-    inside = winding >= threshold
-    sq_dist = jnp.sum(jnp.square(queries - other_verts[nearest]), axis=-1)
-    penalty = jnp.square(factor * sq_dist)
-    if query_weights is None:
-        query_weights = verts.shape[0] / query_ids.shape[0]
-    return jnp.sum(jnp.where(inside, query_weights * penalty, 0.0))
+@struct.dataclass
+class PenetrationTargets:
+    """The non-differentiable part of the interpenetration term, for both directions (Q = query count)."""
+
+    inside: jax.Array  # (2, Q) bool: query of person p inside person 1 − p
+    nearest: jax.Array  # (2, Q) int32: nearest full-resolution vertex of person 1 − p
+
+
+def interpenetration_targets(
+    verts0: jax.Array,
+    verts1: jax.Array,
+    proxy: Proxy,
+    query_ids: jax.Array,
+    chunk: int = DEFAULT_CHUNK,
+    threshold: jax.Array | float = INSIDE_THRESHOLD,
+) -> PenetrationTargets:
+    """Inside flags and nearest-vertex ids of both directions: the costly search of `interpenetration_loss`.
+
+    The fit engine computes these every few stage-2 steps (`FitStructure.interpenetration_refresh`) and
+    evaluates `interpenetration_loss_at` in between: they carry no gradient, and at stage 2's step size the
+    bodies move sub-millimetre per step.
+    """
+    in0, near0 = _targets_one_way(verts0, verts1, proxy, query_ids, chunk, threshold)
+    in1, near1 = _targets_one_way(verts1, verts0, proxy, query_ids, chunk, threshold)
+    return PenetrationTargets(inside=jnp.stack([in0, in1]), nearest=jnp.stack([near0, near1]))
+
+
+def interpenetration_loss_at(
+    verts0: jax.Array,
+    verts1: jax.Array,
+    targets: PenetrationTargets,
+    query_ids: jax.Array,
+    factor: jax.Array | float = DISTANCE_FACTOR,
+    query_weights: jax.Array | None = None,
+) -> jax.Array:
+    """`interpenetration_loss` with the inside flags and nearest ids given (see `interpenetration_targets`).
+
+    Equal to `interpenetration_loss(verts0, verts1, ...)` when `targets` were computed at the same vertices.
+    """
+    forward = _penalty_one_way(
+        verts0, verts1, query_ids, targets.inside[0], targets.nearest[0], query_weights, factor
+    )
+    backward = _penalty_one_way(
+        verts1, verts0, query_ids, targets.inside[1], targets.nearest[1], query_weights, factor
+    )
+    return forward + backward
 
 
 def interpenetration_loss(
