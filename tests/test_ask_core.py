@@ -188,6 +188,9 @@ def test_soft_contact_map_expands_parts_to_region_pairs():
     # hand = part 0 (left: region 0), shoulder = part 11 (right: 23), arm = part 1 (2, 3), back = part 6 (12)
     assert pairs.tolist() == [[0, 23], [2, 12], [3, 12]]
     np.testing.assert_allclose(weights, [0.9, 0.4, 0.4])
+    # Groups: the two arm × back region pairs are one part-level contact; c3 lost its only pair to c1.
+    _, _, groups = soft_contact_map([c1, c2, c3], fake_part_regions, return_groups=True)
+    assert groups.tolist() == [0, 1, 1]
     empty_pairs, empty_weights = soft_contact_map([], fake_part_regions)
     assert empty_pairs.shape == (0, 2) and empty_weights.shape == (0,)
 

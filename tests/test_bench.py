@@ -111,6 +111,7 @@ def test_torch_terms_and_gradient_equal_jax(setup, stage):
             torch_baseline.pair_tensors(setup["inputs"], index),
             structure,
             stage,
+            contact_rho=float(weights.contact_rho),
         )
         for name in TERMS:
             a, b = float(ours[name]), float(theirs[name].detach())

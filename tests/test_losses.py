@@ -182,6 +182,33 @@ def test_contact_loss_takes_the_cheaper_person_ordering():
     np.testing.assert_allclose(np.asarray(g1[0]), [0.0, 0.0, 4.0], rtol=1e-6)
 
 
+def test_contact_groups_take_the_closest_region_pair_and_the_robust_scale_saturates():
+    ids, mask = _single_vertex_regions()
+    verts0 = jnp.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    verts1 = jnp.array([[0.0, 0.0, 0.3], [1.0, 0.0, 0.1], [9.0, 9.0, 9.0]])
+    # Three region pairs: (0,0) d² = 0.09, (1,1) d² = 0.01, (2,2) far; weights 0.5, 0.8, 0.4.
+    pairs = jnp.array([[0, 0], [1, 1], [2, 2]], jnp.int32)
+    weights = jnp.array([0.5, 0.8, 0.4])
+    far = 81.0 + 49.0 + 81.0
+    # Given ordering only (the swapped one pairs the same vertices here, so both orderings agree).
+    every = contact_loss(verts0, verts1, ids, mask, pairs, weights)
+    assert float(every) == pytest.approx(0.5 * 0.09 + 0.8 * 0.01 + 0.4 * far, rel=1e-5)
+    # Entries 0 and 1 are one part-level contact: it costs max weight 0.8 × the closer pair's 0.01.
+    groups = jnp.array([0, 0, 2], jnp.int32)
+    grouped, grad0 = jax.value_and_grad(contact_loss)(verts0, verts1, ids, mask, pairs, weights, None, groups)
+    assert float(grouped) == pytest.approx(0.8 * 0.01 + 0.4 * far, rel=1e-5)
+    # Only the chosen pair (vertex 1) and the far one get a gradient: 2w(v − u).
+    np.testing.assert_allclose(np.asarray(grad0[0]), [0.0, 0.0, 0.0], atol=1e-7)
+    np.testing.assert_allclose(np.asarray(grad0[1]), 2 * 0.8 * np.array([0.0, 0.0, -0.1]), rtol=1e-5)
+    # Identity groups reproduce the ungrouped sum.
+    same = contact_loss(verts0, verts1, ids, mask, pairs, weights, None, jnp.arange(3, dtype=jnp.int32))
+    assert float(same) == pytest.approx(float(every), rel=1e-6)
+    # GMoF with rho = 1 m: the far pair saturates near rho² = 1 (d²/(1 + d²) = 211/212), near pairs barely
+    # change (0.01 → 0.01/1.01).
+    robust = contact_loss(verts0, verts1, ids, mask, pairs, weights, 1.0, groups)
+    assert float(robust) == pytest.approx(0.8 * 0.01 / 1.01 + 0.4 * far / (1.0 + far), rel=1e-5)
+
+
 def test_contact_loss_padding_and_empty_regions_contribute_nothing():
     value_and_grad = jax.jit(jax.value_and_grad(contact_loss, argnums=(0, 1)))
     ids, mask = _single_vertex_regions()

@@ -171,28 +171,38 @@ def vote(
 
 
 def soft_contact_map(
-    contacts: Iterable[ResolvedContact], part_regions: Callable[[str, str], Sequence[int]]
-) -> tuple[np.ndarray, np.ndarray]:
+    contacts: Iterable[ResolvedContact],
+    part_regions: Callable[[str, str], Sequence[int]],
+    return_groups: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Expand part-level contacts to the sparse region-level soft contact map the fit consumes.
 
     Every region of part i (person A) is paired with every region of part j (person B), as the paper's
     C ∈ {0,1}^{R×R} does, each with the contact's weight W_ij; a region pair reached by several contacts
-    keeps the largest weight.
+    keeps the largest weight (and belongs to that contact's group).
 
     Args:
         contacts: voted contacts (sides left / right / both / n/a).
         part_regions: `(part, side) -> region ids`, e.g. `apu_jax.regions.vocabulary_to_regions` bound to a
             region set.
+        return_groups: also return the part-level contact (group) of every region pair (docs/FORMATS.md
+            `contact_groups`): the fit closes each part-level contact at its closest region pair.
     Returns:
-        `pairs` (C, 2) int32 `[region on A, region on B]` sorted, and `weights` (C,) float32 in [0, 1].
+        `pairs` (C, 2) int32 `[region on A, region on B]` sorted, `weights` (C,) float32 in [0, 1], and with
+        `return_groups` `groups` (C,) int32 in [0, C), numbered densely in order of first appearance.
     """
-    best: dict[tuple[int, int], float] = {}
-    for c in contacts:
+    best: dict[tuple[int, int], tuple[float, int]] = {}
+    for index, c in enumerate(contacts):
         for ra in part_regions(c.part_a, c.side_a):
             for rb in part_regions(c.part_b, c.side_b):
                 key = (int(ra), int(rb))
-                best[key] = max(best.get(key, 0.0), c.weight)
+                if key not in best or c.weight > best[key][0]:
+                    best[key] = (c.weight, index)
     keys = sorted(best)
     pairs = np.asarray(keys, dtype=np.int32).reshape(-1, 2)
-    weights = np.asarray([best[k] for k in keys], dtype=np.float32)
-    return pairs, weights
+    weights = np.asarray([best[k][0] for k in keys], dtype=np.float32)
+    if not return_groups:
+        return pairs, weights
+    dense: dict[int, int] = {}
+    groups = np.asarray([dense.setdefault(best[k][1], len(dense)) for k in keys], dtype=np.int32)
+    return pairs, weights, groups

@@ -380,7 +380,7 @@ def _write_pairs(
     for job in jobs:
         voted, info = _contacts_for(job, outcomes, options.denoise)
         corrected += sum(c.corrected for c in voted)
-        pairs, weights = soft_contact_map(voted, part_regions)
+        pairs, weights, groups = soft_contact_map(voted, part_regions, return_groups=True)
         contacts = [
             {
                 "part_a": c.part_a, "side_a": c.side_a, "part_b": c.part_b, "side_b": c.side_b,
@@ -395,7 +395,7 @@ def _write_pairs(
              "contacts": contacts, "region_pairs": len(pairs)}
         )  # fmt: skip
         if len(pairs):
-            rows.append((job, pairs, weights, info, contacts))
+            rows.append((job, pairs, weights, info, contacts, groups))
     path = out / "pairs.npz"
     if not rows:
         path.unlink(missing_ok=True)
@@ -405,9 +405,11 @@ def _write_pairs(
     people = [(job.image.people[job.a], job.image.people[job.b]) for job, *_ in rows]
     contact_pairs = np.full((n, c_max, 2), -1, np.int32)
     contact_weights = np.zeros((n, c_max), np.float32)
-    for i, (_, pairs, weights, _, _) in enumerate(rows):
+    contact_groups = np.full((n, c_max), -1, np.int32)
+    for i, (_, pairs, weights, _, _, groups) in enumerate(rows):
         contact_pairs[i, : len(pairs)] = pairs
         contact_weights[i, : len(weights)] = weights
+        contact_groups[i, : len(groups)] = groups
     arrays = {
         "pair_id": np.asarray([job.pair_id for job, *_ in rows]),
         "image": np.asarray([job.image.image_rel for job, *_ in rows]),
@@ -415,9 +417,10 @@ def _write_pairs(
         "keypoints": np.asarray([[a.keypoints, b.keypoints] for a, b in people], np.float32),
         "contact_pairs": contact_pairs,
         "contact_weights": contact_weights,
+        "contact_groups": contact_groups,
         "label": np.asarray([job.image.label or "" for job, *_ in rows]),
-        "description": np.asarray([info["description"] for *_, info, _ in rows]),
-        "contacts_json": np.asarray([json.dumps(c) for *_, c in rows]),
+        "description": np.asarray([info["description"] for _, _, _, info, _, _ in rows]),
+        "contacts_json": np.asarray([json.dumps(c) for _, _, _, _, c, _ in rows]),
     }
     for key in ("global_orient", "body_pose", "betas", "transl"):
         arrays[f"init_{key}"] = np.asarray([[a.init[key], b.init[key]] for a, b in people], np.float32)

@@ -118,6 +118,7 @@ def pair_tensors(inputs: PairInputs, index: int) -> dict[str, torch.Tensor]:
         "transl": inputs.transl,
         "contact_pairs": inputs.contact_pairs,
         "contact_weights": inputs.contact_weights,
+        "contact_groups": inputs.contact_groups,
     }
     out = {}
     for key, value in fields.items():
@@ -153,9 +154,10 @@ def _keypoint_loss(projected: torch.Tensor, keypoints: torch.Tensor, rho: float 
 
 
 def _contact_loss(
-    vertices: torch.Tensor, setup: TorchFitSetup, pair: dict[str, torch.Tensor]
+    vertices: torch.Tensor, setup: TorchFitSetup, pair: dict[str, torch.Tensor], rho: float
 ) -> torch.Tensor:
-    """min over person orderings of Σ_c w_c min ‖v − u‖² (metres²), dense (C, M, M) distances."""
+    """min over person orderings of Σ_groups max_c w_c · min_c ρ(min ‖v − u‖²) (metres²), dense (C, M, M)
+    distances; ρ is GMoF with scale `rho` metres; groups as `engine.PairInputs.contact_groups`."""
     pairs = pair["contact_pairs"]
     valid = (pairs[:, 0] >= 0) & (pairs[:, 1] >= 0)
     region_a = torch.where(valid, pairs[:, 0], 0)
@@ -172,7 +174,16 @@ def _contact_loss(
         sq = sq.masked_fill(~both, math.inf)
         closest = sq.flatten(1).min(dim=1).values  # (C,); inf for padding and empty regions
         finite = torch.isfinite(closest)
-        return torch.where(finite, weights * torch.where(finite, closest, torch.zeros(())), 0.0).sum()
+        robust = torch.where(finite, closest, torch.zeros(()))
+        robust = torch.where(finite, rho**2 * robust / (rho**2 + robust), math.inf)
+        groups = pair["contact_groups"]
+        count = len(groups)
+        per_group = torch.full((count,), math.inf).scatter_reduce(0, groups, robust, "amin")
+        group_weight = torch.zeros(count).scatter_reduce(
+            0, groups, torch.where(finite, weights, torch.zeros(())), "amax"
+        )
+        present = torch.isfinite(per_group)
+        return torch.where(present, group_weight * torch.where(present, per_group, 0.0), 0.0).sum()
 
     return torch.minimum(ordering(vertices[0], vertices[1]), ordering(vertices[1], vertices[0]))
 
@@ -227,9 +238,11 @@ def loss_terms(
     stage: int,
     rho: float | None = None,
     penetration_cache: dict[str, Any] | None = None,
+    contact_rho: float = 1e4,
 ) -> dict[str, torch.Tensor]:
     """Unweighted loss terms of one pair, as `apu_jax.fit.engine.loss_terms` (rho: GMoF scale if robust).
 
+    `contact_rho`: the contact GMoF scale in cm (`FitWeights.contact_rho`).
     `penetration_cache`: a dict holding the last interpenetration search under "targets"; an entry is reused
     when present and replaced when missing (the caller clears it every `interpenetration_refresh` steps).
 
@@ -262,7 +275,7 @@ def loss_terms(
         "prior": zero,  # diffusion-prior guidance: not part of the compared fit (use_prior is refused below)
     }
     if structure.use_contact:
-        terms["contact"] = CONTACT_UNITS_PER_M2 * _contact_loss(vertices, setup, pair)
+        terms["contact"] = CONTACT_UNITS_PER_M2 * _contact_loss(vertices, setup, pair, contact_rho / 100.0)
     if structure.use_gmm:
         terms["gmm"] = _gmm_nll(setup, params["body_pose"][0]) + _gmm_nll(setup, params["body_pose"][1])
     if structure.use_interpenetration and stage == 1:
@@ -299,7 +312,15 @@ def _stage(
             cache.clear()
         optimiser.zero_grad(set_to_none=True)
         terms = loss_terms(
-            setup, {**fixed, **free}, init_pose, pair, structure, stage, float(weights["gmof_rho"]), cache
+            setup,
+            {**fixed, **free},
+            init_pose,
+            pair,
+            structure,
+            stage,
+            float(weights["gmof_rho"]),
+            cache,
+            float(weights["contact_rho"]),
         )
         total = sum(float(weights[name][stage]) * terms[name] for name in TERMS)
         total.backward()

@@ -200,7 +200,7 @@ def load_model(
     kid_template: str | os.PathLike | None = None,
     num_betas: int | None = None,
     num_expression_coeffs: int = 10,
-    use_pca: bool = True,
+    use_pca: bool | None = None,
     num_pca_comps: int = 6,
     flat_hand_mean: bool = False,
     dtype: Any = jnp.float32,
@@ -214,7 +214,9 @@ def load_model(
             centred kid template minus the adult template as one more shape direction (smplx's `age='kid'`).
         num_betas: shape coefficients to keep (official files: default 10, at most 300; our own files: all).
         num_expression_coeffs: expression coefficients (official files only; ≤ 100).
-        use_pca: hand poses are PCA coefficients (else 45-D axis-angle per hand).
+        use_pca: hand poses are PCA coefficients (else 45-D axis-angle per hand). None: True for official
+            SMPL-X files (smplx's default), False for our own files, whose hand "PCA" is the identity (the
+            free default model has no hand pose space, so 6 "components" would only move two finger joints).
         num_pca_comps: PCA coefficients per hand when `use_pca`.
         flat_hand_mean: if False, the file's mean hand pose is added to the hand poses (smplx's default).
         dtype: float32, or float64 (needs `jax.config.update("jax_enable_x64", True)`).
@@ -250,6 +252,8 @@ def load_model(
         raise ModelFileError(f"{path}: key 'kintree_table' is not a tree in index order")
 
     is_own_format = "extra_vertex_ids" in getattr(arrays, "files", arrays)
+    if use_pca is None:
+        use_pca = not is_own_format
     total_dirs = shapedirs_all.shape[-1]
     if is_own_format:
         # Our own files store betas only; expression is not modelled.

@@ -17,7 +17,8 @@ Keys (P = kept pairs, C = region pairs, B = betas, T = loss terms):
 - `contacts_json` (P,) str — JSON list of the part-level contacts after denoising and voting (`part_a`,
   `side_a`, `part_b`, `side_b`, `confidence`, `evidence`, `weight`, `votes`, `corrected`, `distance`);
 - `contact_pairs` (P, C, 2) int32 — region ids `[on A, on B]` of the soft contact map, -1 = padding;
-  `contact_weights` (P, C) float32 — their weights (0 on padding);
+  `contact_weights` (P, C) float32 — their weights (0 on padding); `contact_groups` (P, C) int32 — the
+  part-level contact of each entry (when the pair set has it, docs/FORMATS.md);
 - `keypoints` (P, 2, 25, 3) float32 — BODY-25 `x, y, confidence` used by the fit;
 - `global_orient` (P, 2, 3), `body_pose` (P, 2, 63), `betas` (P, 2, B), `transl` (P, 2, 3) float32 — the
   fitted parameters of `meta.model`; `init_*` the same for the initial (BEV) estimate;
@@ -42,7 +43,7 @@ DATASET_FORMAT = "apu-dataset"
 DATASET_VERSION = 1
 _PARAMS = ("global_orient", "body_pose", "betas", "transl")
 _PAIR_KEYS = ("pair_id", "image", "image_size", "label", "description", "contacts_json", "contact_pairs")
-_PAIR_KEYS += ("contact_weights", "keypoints")
+_PAIR_KEYS += ("contact_weights", "contact_groups", "keypoints")
 
 
 def _camera(pairs: PairSet, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

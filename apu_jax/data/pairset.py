@@ -169,6 +169,11 @@ def load_pairset(path: str | os.PathLike) -> PairSet:
         raise PairSetError(
             f"{path}: 'contact_pairs' and 'contact_weights' disagree on the number of contacts"
         )
+    if "contact_groups" in arrays and arrays["contact_groups"].shape != arrays["contact_weights"].shape:
+        raise PairSetError(
+            f"{path}: key 'contact_groups' has shape {arrays['contact_groups'].shape}, expected "
+            f"{arrays['contact_weights'].shape} (one group id per contact)"
+        )
     if len(set(arrays["pair_id"].tolist())) != count:
         raise PairSetError(f"{path}: 'pair_id' values are not unique")
     return PairSet(arrays, meta)
@@ -209,6 +214,10 @@ def validate_pairs(pairs: PairSet, num_regions: int, num_betas: int) -> np.ndarr
     flag(np.any(ids < -1, axis=(1, 2)), "contact region id below -1 (only -1 marks padding)")
     weights = pairs["contact_weights"]
     flag(np.any((weights < 0) | (weights > 1), axis=1), "contact weight outside [0, 1]")
+    if "contact_groups" in pairs:
+        groups = pairs["contact_groups"]
+        bad = used.all(axis=-1) & ((groups < 0) | (groups >= groups.shape[1]))
+        flag(np.any(bad, axis=1), f"contact group id outside [0, {groups.shape[1]})")
     depth = pairs["init_transl"][..., 2]
     flag(np.any(depth <= 0, axis=1), "init_transl puts a person behind the camera (z <= 0)")
     return errors.astype(str)

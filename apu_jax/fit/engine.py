@@ -63,6 +63,7 @@ class FitWeights:
     prior_step: jax.Array  # () diffusion step t the estimate is noised to each iteration (BUDDI: 10)
     learning_rate: jax.Array  # (2,) Adam step size per stage
     gmof_rho: jax.Array  # () GMoF scale in 512-box px (used when FitStructure.robust)
+    contact_rho: jax.Array  # () GMoF scale of each contact's distance, cm (a huge value = plain d²)
     filter_threshold: jax.Array  # () keep a pair when both reprojection errors are below this (512-box px)
 
     @classmethod
@@ -79,6 +80,7 @@ class FitWeights:
             "prior_step": 10.0,
             "learning_rate": (0.01, 0.001),
             "gmof_rho": 100.0,
+            "contact_rho": 1e4,
             "filter_threshold": 20.0,
         }
         for key, value in overrides.items():
@@ -132,6 +134,7 @@ class PairInputs:
     transl: jax.Array  # (2, 3) initial translation, metres (camera frame)
     contact_pairs: jax.Array  # (C, 2) int32 region ids, -1 = padding
     contact_weights: jax.Array  # (C,) soft contact weights in [0, 1]
+    contact_groups: jax.Array  # (C,) int32 part-level contact each entry belongs to (min within a group)
 
 
 def _bodies(model: BodyModel, params: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
@@ -191,6 +194,8 @@ def loss_terms(
             statics.region_mask,
             pair.contact_pairs,
             pair.contact_weights,
+            weights.contact_rho / 100.0,
+            pair.contact_groups,
         )
     if structure.use_gmm:
         terms["gmm"] = gmm_nll(statics.gmm, params["body_pose"][0]) + gmm_nll(

@@ -176,6 +176,8 @@ def contact_loss_per_ordering(
     region_mask: jax.Array,
     contact_pairs: jax.Array,
     contact_weights: jax.Array,
+    rho: jax.Array | float | None = None,
+    groups: jax.Array | None = None,
 ) -> jax.Array:
     """Soft contact loss for both assignments of the LVLM's persons to the detected people.
 
@@ -190,6 +192,14 @@ def contact_loss_per_ordering(
         region_mask: (R, M) bool, True for real entries (a RegionSet's `mask`).
         contact_pairs: (C, 2) int32 `[region on person 0, region on person 1]`, -1 = padding.
         contact_weights: (C,) soft weights W_ij C_ij (ignored on padding).
+        rho: optional robust scale (metres): each contact's d² becomes GMoF `ρ²d²/(ρ² + d²)`, which is d²
+            for d ≪ ρ and saturates at ρ² for d ≫ ρ, so a hallucinated contact between parts that are far
+            apart pulls with a vanishing force (`ρ⁴·2d/(ρ² + d²)²`) while near contacts still close.
+        groups: optional (C,) int32 group id in [0, C) per contact. The contacts of one group are the region
+            pairs of ONE part-level contact ("A's hand touches B's back"): the group adds
+            `max_c w_c · min_c d²_c` over its members, so the closest region pair closes the contact (not
+            all regions of both parts being pulled together). None: every contact is its own group (the
+            paper's `Σ_ij W_ij C_ij d²_ij`).
 
     Returns:
         (2,) loss in metres² for the given and the swapped person ordering. Padding and contacts with an
@@ -204,9 +214,21 @@ def contact_loss_per_ordering(
     per_contact = jax.vmap(region_min_sq_dist, in_axes=(None, None, 0, 0, 0, 0))
     weights = jnp.where(valid, contact_weights, 0.0)
 
+    num = contact_pairs.shape[0]
+
     def weighted_sum(sq_dist: jax.Array) -> jax.Array:
         finite = jnp.isfinite(sq_dist)
-        return jnp.sum(jnp.where(finite, weights * jnp.where(finite, sq_dist, 0.0), 0.0))
+        safe = jnp.where(finite, sq_dist, 0.0)
+        if rho is not None:
+            safe = gmof(safe, rho)
+        if groups is None:
+            return jnp.sum(jnp.where(finite, weights * safe, 0.0))
+        # Per group: the closest member's distance, the largest member weight; empty groups give inf / 0.
+        ids = jnp.where(finite, groups, num)  # out-of-range ids are dropped by the segment reductions
+        closest = jax.ops.segment_min(jnp.where(finite, safe, jnp.inf), ids, num_segments=num)
+        weight = jax.ops.segment_max(jnp.where(finite, weights, 0.0), ids, num_segments=num)
+        present = jnp.isfinite(closest)
+        return jnp.sum(jnp.where(present, jnp.maximum(weight, 0.0) * jnp.where(present, closest, 0.0), 0.0))
 
     as_given = weighted_sum(per_contact(verts0, verts1, ids_a, mask_a, ids_b, mask_b))
     swapped = weighted_sum(per_contact(verts1, verts0, ids_a, mask_a, ids_b, mask_b))
@@ -220,6 +242,8 @@ def contact_loss(
     region_mask: jax.Array,
     contact_pairs: jax.Array,
     contact_weights: jax.Array,
+    rho: jax.Array | float | None = None,
+    groups: jax.Array | None = None,
 ) -> jax.Array:
     """APU's soft contact loss `L_C = Σ_ij W_ij C_ij min_{v∈r_i, u∈r_j} ‖v − u‖²`, min over person orderings.
 
@@ -229,7 +253,7 @@ def contact_loss(
     """
     return jnp.min(
         contact_loss_per_ordering(
-            verts0, verts1, region_vertex_ids, region_mask, contact_pairs, contact_weights
+            verts0, verts1, region_vertex_ids, region_mask, contact_pairs, contact_weights, rho, groups
         )
     )
 

@@ -86,7 +86,21 @@ def pair_inputs(pairs: PairSet, index: np.ndarray, num_betas: int) -> PairInputs
         transl=as_f32("init_transl"),
         contact_pairs=jnp.asarray(pairs["contact_pairs"][index], jnp.int32),
         contact_weights=as_f32("contact_weights"),
+        contact_groups=jnp.asarray(contact_groups(pairs, index), jnp.int32),
     )
+
+
+def contact_groups(pairs: PairSet, index: np.ndarray) -> np.ndarray:
+    """(N, C) group id of each contact entry: the pair set's `contact_groups`, else each entry its own group.
+
+    Padding and negative ids map to their own entry index (they carry no loss: their region ids are -1).
+    """
+    count = pairs["contact_pairs"].shape[1]
+    own = np.broadcast_to(np.arange(count, dtype=np.int32), (len(index), count))
+    if "contact_groups" not in pairs:
+        return np.array(own)
+    groups = pairs["contact_groups"][index].astype(np.int32)
+    return np.where((groups >= 0) & (groups < count), groups, own)
 
 
 def batch_sharding(batch_size: int) -> NamedSharding | None:
@@ -196,6 +210,7 @@ def fit_pairset(
             "optimise_global_orient": structure.optimise_global_orient,
             "robust": structure.robust,
             "use_prior": structure.use_prior,
+            "interpenetration_refresh": structure.interpenetration_refresh,
         },
         "weights": {k: np.asarray(getattr(weights, k)).tolist() for k in weights.__dataclass_fields__},
     }

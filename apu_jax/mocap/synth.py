@@ -786,23 +786,21 @@ def denoise_answer(answer: Sequence[PartContact], kp_a: np.ndarray, kp_b: np.nda
     return out
 
 
-def contact_map(answer: Sequence[PartContact], regions: RegionSet) -> tuple[np.ndarray, np.ndarray]:
+def contact_map(
+    answer: Sequence[PartContact], regions: RegionSet
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Region-level soft contact map of an answer: every region of part A × every region of part B.
 
-    A region pair reached by several contacts keeps the largest weight (as `apu ask`'s soft map).
+    The same expansion as `apu ask` (`apu_jax.ask.denoise.soft_contact_map`): a region pair reached by several
+    contacts keeps the largest weight; each part-level contact is one group.
 
     Returns:
-        pairs (C, 2) int32 sorted, weights (C,) float32.
+        pairs (C, 2) int32 sorted, weights (C,) float32, groups (C,) int32.
     """
-    best: dict[tuple[int, int], float] = {}
-    for c in answer:
-        for ra in vocabulary_to_regions(c.part_a, c.side_a, regions):
-            for rb in vocabulary_to_regions(c.part_b, c.side_b, regions):
-                best[(ra, rb)] = max(best.get((ra, rb), 0.0), c.weight)
-    keys = sorted(best)
-    return (
-        np.asarray(keys, np.int32).reshape(-1, 2),
-        np.asarray([best[k] for k in keys], np.float32),
+    from apu_jax.ask.denoise import soft_contact_map
+
+    return soft_contact_map(
+        answer, lambda part, side: vocabulary_to_regions(part, side, regions), return_groups=True
     )
 
 
@@ -1008,7 +1006,7 @@ def synthesize_from_clip(
     _, gt_joints = body_outputs(body, {k: v.reshape(-1, v.shape[-1]) for k, v in gt_params.items()})
     gt_joints = gt_joints.reshape(num, 2, -1, 3)
     maps = [contact_map(a, regions) for a in rows["answer"]]
-    c_max = max(1, max(len(p) for p, _ in maps))
+    c_max = max(1, max(len(p) for p, _, _ in maps))
     g_max = max(1, max(len(g) for g in rows["gt_contacts"]))
     arrays = {
         "pair_id": np.asarray(rows["pair_id"]),
@@ -1018,8 +1016,9 @@ def synthesize_from_clip(
         "principal": np.tile(principal.astype(np.float32), (num, 1)),
         "keypoints": np.stack(rows["keypoints"]).astype(np.float32),
         **{f"init_{k}": v for k, v in init_params.items()},
-        "contact_pairs": _padded([p for p, _ in maps], c_max, -1, np.int32),
-        "contact_weights": _padded([w for _, w in maps], c_max, 0.0, np.float32),
+        "contact_pairs": _padded([p for p, _, _ in maps], c_max, -1, np.int32),
+        "contact_weights": _padded([w for _, w, _ in maps], c_max, 0.0, np.float32),
+        "contact_groups": _padded([g for _, _, g in maps], c_max, -1, np.int32),
         "label": np.asarray([label] * num),
         "gt_joints": gt_joints.astype(np.float32),
         **{f"gt_{k}": v for k, v in gt_params.items()},
@@ -1076,7 +1075,7 @@ def synthesize_from_clip(
             "answer_flipped": kinds.count("flipped"),
             "answer_hallucinated": kinds.count("hallucinated"),
             "answer_corrected": kinds.count("corrected"),
-            "map_pairs_per_pair": float(np.mean([len(p) for p, _ in maps])),
+            "map_pairs_per_pair": float(np.mean([len(p) for p, _, _ in maps])),
             "map_recall_of_gt": _map_recall(arrays["contact_pairs"], arrays["gt_contact_pairs"]),
         },
         "label": label,
