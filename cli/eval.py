@@ -11,13 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
+from cli.common import fail as _fail
+
 JsonOut = Annotated[bool, typer.Option("--json", help="Print the results as JSON.")]
-
-
-def _fail(message: str) -> None:
-    """One-line error on stderr, exit code 2 (a user mistake, not a crash)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 _COLUMNS = (

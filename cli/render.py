@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from cli.common import fail
+
 Source = Annotated[Path, typer.Argument(help="FITS directory, pair set .npz or dataset to draw.")]
 ModelOpt = Annotated[
     str | None, typer.Option("--model", help="Body model ('default' or a path); default: the one recorded.")
@@ -29,12 +31,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from apu_jax.viz.marks import MarksError
 
     return (SourceError, PairSetError, ModelFileError, MarksError, FileNotFoundError, ValueError)
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print a one-line error on stderr and exit."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def render(

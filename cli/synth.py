@@ -8,13 +8,10 @@ from typing import Annotated
 
 import typer
 
+from cli.common import fail as _fail
+
 # Defaults repeat `SynthNoise` / `SynthOptions` so that --help does not import JAX; tests/test_synth.py checks
 # that they agree.
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def _size(text: str) -> tuple[int, int]:
