@@ -12,7 +12,9 @@
 # Usage: bash benchmarks/prior_dev.sh [OUT_DIR]   (rerunnable: fits and training resume, synth is kept)
 # Knobs (environment): ITERS=60,30 STEPS=1000 SPLIT_FRAME=130 MAX_FRAMES=40 MIN_CHANGE_MM=10
 #   NEAR_FRACTION=0.5 CAMERAS=4 SEED=0 EVAL_TRAIN=1 (also fit the train part without contacts and with the
-#   prior, an in-sample check of the prior).
+#   prior, an in-sample check of the prior) GT_PRIOR=1 (also train a prior on the ground truth of the train
+#   frames instead of the fits, and fit the test part with it: is the prior or its pseudo-ground truth the
+#   limit?).
 set -euo pipefail
 out=${1:-runs/prior_dev}
 data=${APU_CMU_DEV:-../shared/data/cmu/pairs/dev/18_19_01}
@@ -49,11 +51,15 @@ stamp fit train contact
 # 3. the prior, its samples, and reference statistics
 apu prior train "$out/fits_train_contact" --out "$out/prior.npz" --steps "$steps" --json > "$out/prior_train.json"
 stamp prior train
-apu prior sample "$out/prior.npz" --n 64 --seed 0 --out "$out/samples.npz" --json > "$out/prior_sample.json"
-stamp prior sample
-$py "$here/prior_report.py" quality "$out/fits_train_contact" "$out/train.npz" "$out/test.npz" \
-    --out "$out/quality_reference.json"
-stamp reference quality
+if [ ! -f "$out/prior_sample.json" ]; then
+    apu prior sample "$out/prior.npz" --n 64 --seed 0 --out "$out/samples.npz" --json > "$out/prior_sample.json"
+    stamp prior sample
+fi
+if [ ! -f "$out/quality_reference.json" ]; then
+    $py "$here/prior_report.py" quality "$out/fits_train_contact" "$out/train.npz" "$out/test.npz" \
+        --out "$out/quality_reference.json"
+    stamp reference quality
+fi
 
 # 4. the test part: no contacts (GMM), noisy contacts, prior-guided
 apu fit "$out/test.npz" --out "$out/fits_test_no_contact" --no-contact --iters "$iters" --json \
@@ -62,8 +68,20 @@ apu fit "$out/test.npz" --out "$out/fits_test_contact" --iters "$iters" --json >
 apu fit "$out/test.npz" --out "$out/fits_test_prior" --prior "$out/prior.npz" --iters "$iters" --json \
     > "$out/fit_test_prior.json"
 stamp fits test
-apu eval "$out/fits_test_no_contact" "$out/fits_test_contact" "$out/fits_test_prior" --pairs "$out/test.npz" \
-    --json > "$out/eval_test.json"
+test_fits=("$out/fits_test_no_contact" "$out/fits_test_contact" "$out/fits_test_prior")
+gt_flag=()
+if [ "${GT_PRIOR:-0}" = 1 ]; then
+    apu prior train "$out/train.npz" --out "$out/prior_gt.npz" --steps "$steps" --json > "$out/prior_gt_train.json"
+    if [ ! -f "$out/prior_gt_sample.json" ]; then
+        apu prior sample "$out/prior_gt.npz" --n 64 --seed 0 --json > "$out/prior_gt_sample.json"
+    fi
+    apu fit "$out/test.npz" --out "$out/fits_test_prior_gt" --prior "$out/prior_gt.npz" --iters "$iters" --json \
+        > "$out/fit_test_prior_gt.json"
+    stamp GT prior
+    test_fits+=("$out/fits_test_prior_gt")
+    gt_flag=(--sample-gt "$out/prior_gt_sample.json")
+fi
+apu eval "${test_fits[@]}" --pairs "$out/test.npz" --json > "$out/eval_test.json"
 train_flag=()
 if [ "$eval_train" = 1 ]; then
     apu fit "$out/train.npz" --out "$out/fits_train_no_contact" --no-contact --iters "$iters" --json \
@@ -78,5 +96,5 @@ fi
 
 # 5. the table
 $py "$here/prior_report.py" table --label "$label" --test "$out/eval_test.json" "${train_flag[@]}" \
-    --sample "$out/prior_sample.json" --quality "$out/quality_reference.json" | tee "$out/table.md"
+    --sample "$out/prior_sample.json" "${gt_flag[@]}" --quality "$out/quality_reference.json" | tee "$out/table.md"
 stamp done
