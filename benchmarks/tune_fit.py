@@ -55,7 +55,9 @@ def main() -> None:
     parser.add_argument("--iters", default="100,50")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--grid", nargs="*", default=[], help="weight=v1,v2 … (FitWeights fields)")
-    parser.add_argument("--no-contact", action="store_true", help="also fit without the contact term")
+    parser.add_argument(
+        "--no-contact", action="store_true", help="also fit each setting without the contact term"
+    )
     parser.add_argument("--oracle", action="store_true", help="also fit with the ground-truth contact map")
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
@@ -65,9 +67,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         runs: list[tuple[str, Path, bool, dict[str, float]]] = []
-        if args.no_contact:
-            runs.append(("no contact", args.pairs, False, {}))
         for setting in parse_grid(args.grid):
+            if args.no_contact:
+                runs.append(("no contact", args.pairs, False, setting))
             runs.append(("noisy contacts", args.pairs, True, setting))
             if args.oracle:
                 oracle = Path(tmp) / "oracle.npz"

@@ -43,6 +43,11 @@ def fit(
     ] = "default",
     contact_weight: Annotated[float | None, typer.Option(help="λ_C (both stages).")] = None,
     keypoint_weight: Annotated[float | None, typer.Option(help="λ_J (both stages).")] = None,
+    gmm_weight: Annotated[float | None, typer.Option(help="λ_GMM (both stages).")] = None,
+    contact_rho: Annotated[
+        float | None,
+        typer.Option(help="Robust (GMoF) scale of each contact distance, cm; a huge value = plain d²."),
+    ] = None,
     filter_threshold: Annotated[
         float | None, typer.Option(help="Keep a pair when both errors < this.")
     ] = None,
@@ -74,6 +79,8 @@ def fit(
         for k, v in (
             ("contact", contact_weight),
             ("keypoints", keypoint_weight),
+            ("gmm", gmm_weight),
+            ("contact_rho", contact_rho),
             ("filter_threshold", filter_threshold),
         )
         if v is not None
