@@ -132,6 +132,19 @@ def xla_count(
     return out
 
 
+def _body_forward(model: BodyModel) -> dict[str, int]:
+    """Forward FLOPs of ONE person through the body model, by component."""
+    v = model.num_vertices
+    pose_features = 0 if model.posedirs is None else (NUM_JOINTS - 1) * 9
+    return {
+        "blend_shapes": 2 * 3 * v * (model.num_betas + model.num_expression),
+        "joint_regressor": 2 * NUM_JOINTS * v * 3,
+        "pose_correctives": 2 * pose_features * 3 * v,
+        "skinning": 2 * v * NUM_JOINTS * 12,
+        "vertex_transform": 18 * v,
+    }
+
+
 def hand_count(
     model: BodyModel, statics: FitStatics, structure: FitStructure, stage: int, num_contacts: int
 ) -> dict[str, float]:
@@ -145,15 +158,8 @@ def hand_count(
     (stage 2): 2 directions x Q x (Fp winding-number terms + V distances); no gradient through the test.
     """
     v = model.num_vertices
-    betas, expression = model.num_betas, model.num_expression
-    pose_features = 0 if model.posedirs is None else (NUM_JOINTS - 1) * 9
-    forward = {
-        "blend_shapes": 2 * 3 * v * (betas + expression),
-        "joint_regressor": 2 * NUM_JOINTS * v * 3,
-        "pose_correctives": 2 * pose_features * 3 * v,
-        "skinning": 2 * v * NUM_JOINTS * 12,
-        "vertex_transform": 18 * v,
-    }
+    betas = model.num_betas
+    forward = _body_forward(model)
     backward = {
         "pose_correctives": forward["pose_correctives"],
         "skinning": forward["skinning"],
@@ -192,10 +198,15 @@ def per_pair(
 ) -> dict[str, Any]:
     """FLOPs of one pair-iteration in each stage (XLA and hand count) and of one pair's whole fit.
 
+    The per-iteration counts include the interpenetration search (inside test + nearest vertex); the fit runs
+    that search once per `structure.interpenetration_refresh` stage-2 steps (plus one forward of both bodies
+    to pose them), so the whole-fit figures count it `ceil(iters / refresh)` times, not `iters` times.
+
     Returns:
         `stage1`/`stage2`: {"xla": xla_count(...), "hand": hand_count(...)}; `fit_flops_per_pair`: Σ over
-        stages of iters x XLA FLOPs; `flops_per_pair_iteration`: that divided by the total iterations;
-        `hand_over_xla`: the ratio of the two counts over the whole fit (≈ 1 when they agree).
+        stages of the FLOPs the fit executes; `flops_per_pair_iteration`: that divided by the total
+        iterations; `hand_over_xla`: the ratio of the two counts over the whole fit (≈ 1 when they agree);
+        `searches_stage2`: how many interpenetration searches stage 2 runs.
     """
     num_contacts = int(pair.contact_pairs.shape[0])
     stages: dict[str, Mapping[str, Any]] = {}
@@ -204,12 +215,25 @@ def per_pair(
         xla = xla_count(model, statics, pair, weights, structure, stage)
         hand = hand_count(model, statics, structure, stage, num_contacts)
         stages[f"stage{stage + 1}"] = {"xla": xla, "hand": hand}
-        fit_xla += structure.iters[stage] * xla["flops"]
-        fit_hand += structure.iters[stage] * hand["total"]
+        iters = structure.iters[stage]
+        search = hand["interpenetration_winding"] + hand["interpenetration_nearest"]
+        refresh = structure.interpenetration_refresh
+        searches = iters
+        if search and refresh > 1:
+            searches = -(-iters // refresh)
+            # Each block poses both bodies once more (no gradient) before its search.
+            search_cost = search + 2.0 * sum(_body_forward(model).values())
+            fit_xla += iters * (xla["flops"] - search) + searches * search_cost
+            fit_hand += iters * (hand["total"] - search) + searches * search_cost
+        else:
+            fit_xla += iters * xla["flops"]
+            fit_hand += iters * hand["total"]
+        searches_stage2 = searches
     iterations = max(1, sum(structure.iters))
     return {
         **stages,
         "fit_flops_per_pair": fit_xla,
         "flops_per_pair_iteration": fit_xla / iterations,
         "hand_over_xla": fit_hand / fit_xla if fit_xla else math.nan,
+        "searches_stage2": searches_stage2,
     }
