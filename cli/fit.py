@@ -44,6 +44,9 @@ def fit(
     contact_weight: Annotated[float | None, typer.Option(help="λ_C (both stages).")] = None,
     keypoint_weight: Annotated[float | None, typer.Option(help="λ_J (both stages).")] = None,
     gmm_weight: Annotated[float | None, typer.Option(help="λ_GMM (both stages).")] = None,
+    prior_weight: Annotated[
+        float | None, typer.Option(help="Multiplier of the --prior guidance loss (both stages).")
+    ] = None,
     contact_rho: Annotated[
         float | None,
         typer.Option(help="Robust (GMoF) scale of each contact distance, cm; a huge value = plain d²."),
@@ -80,6 +83,7 @@ def fit(
             ("contact", contact_weight),
             ("keypoints", keypoint_weight),
             ("gmm", gmm_weight),
+            ("prior", prior_weight),
             ("contact_rho", contact_rho),
             ("filter_threshold", filter_threshold),
         )
