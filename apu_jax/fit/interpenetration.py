@@ -156,21 +156,6 @@ def _penalty_one_way(
     return jnp.sum(jnp.where(inside, query_weights * penalty, 0.0))
 
 
-def _penetration_one_way(
-    verts: jax.Array,
-    other_verts: jax.Array,
-    other_proxy: Proxy,
-    query_ids: jax.Array,
-    query_weights: jax.Array | None,
-    chunk: int,
-    threshold: jax.Array | float,
-    factor: jax.Array | float,
-) -> jax.Array:
-    """`Σ_{q inside other} w_q (factor · min_u ‖v_q − u‖²)²` for the query vertices of one body."""
-    inside, nearest = _targets_one_way(verts, other_verts, other_proxy, query_ids, chunk, threshold)
-    return _penalty_one_way(verts, other_verts, query_ids, inside, nearest, query_weights, factor)
-
-
 @struct.dataclass
 class PenetrationTargets:
     """The non-differentiable part of the interpenetration term, for both directions (Q = query count)."""
@@ -260,10 +245,8 @@ def interpenetration_loss(
 
     Cost per pair: 2 directions x Q x (Fp solid angles (~40 FLOP) + V squared distances (~9 FLOP)).
     """
-    args = (query_ids, query_weights, chunk, threshold, factor)
-    forward = _penetration_one_way(verts0, verts1, proxy, *args)
-    backward = _penetration_one_way(verts1, verts0, proxy, *args)
-    return forward + backward
+    targets = interpenetration_targets(verts0, verts1, proxy, query_ids, chunk, threshold)
+    return interpenetration_loss_at(verts0, verts1, targets, query_ids, factor, query_weights)
 
 
 def inside_flags(
