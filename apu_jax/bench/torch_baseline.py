@@ -207,26 +207,21 @@ def _penetration_one_way(
     engine's `interpenetration_refresh`).
     """
     queries = verts[setup.query_ids]
-    if cached is not None:
-        inside, nearest = cached
-        sq = ((queries - other[nearest]) ** 2).sum(dim=-1)
-        penalty = (DISTANCE_FACTOR * sq) ** 2
-        scale = setup.num_vertices / len(setup.query_ids)
-        return torch.where(inside, penalty, torch.zeros(())).sum() * scale, cached
-    with torch.no_grad():
-        points = queries[:, None, :]  # (Q, 1, 3)
-        triangles = other[setup.proxy_faces]  # (Fp, 3, 3)
-        a, b, c = (triangles[None, :, k, :] - points for k in range(3))  # (Q, Fp, 3) each
-        det = (a * torch.linalg.cross(b, c, dim=-1)).sum(dim=-1)
-        la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
-        denom = la * lb * lc + (a * b).sum(-1) * lc + (a * c).sum(-1) * lb + (b * c).sum(-1) * la
-        winding = torch.atan2(det, denom).sum(dim=1) / (2.0 * math.pi)
-        nearest = torch.cdist(queries, other).argmin(dim=1)
-    inside = winding >= INSIDE_THRESHOLD
+    if cached is None:
+        with torch.no_grad():
+            points = queries[:, None, :]  # (Q, 1, 3)
+            triangles = other[setup.proxy_faces]  # (Fp, 3, 3)
+            a, b, c = (triangles[None, :, k, :] - points for k in range(3))  # (Q, Fp, 3) each
+            det = (a * torch.linalg.cross(b, c, dim=-1)).sum(dim=-1)
+            la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
+            denom = la * lb * lc + (a * b).sum(-1) * lc + (a * c).sum(-1) * lb + (b * c).sum(-1) * la
+            winding = torch.atan2(det, denom).sum(dim=1) / (2.0 * math.pi)
+            cached = (winding >= INSIDE_THRESHOLD, torch.cdist(queries, other).argmin(dim=1))
+    inside, nearest = cached
     sq = ((queries - other[nearest]) ** 2).sum(dim=-1)
     penalty = (DISTANCE_FACTOR * sq) ** 2
     scale = setup.num_vertices / len(setup.query_ids)
-    return torch.where(inside, penalty, torch.zeros(())).sum() * scale, (inside, nearest)
+    return torch.where(inside, penalty, torch.zeros(())).sum() * scale, cached
 
 
 def loss_terms(
