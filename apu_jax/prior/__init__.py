@@ -20,7 +20,6 @@ from apu_jax.prior.guidance import (
 )
 from apu_jax.prior.representation import PairParams, PairX0, params_to_x0, x0_to_params
 from apu_jax.prior.schedule import Schedule, cosine_schedule
-from apu_jax.prior.split import split_by_frame
 from apu_jax.prior.train import PriorDataError, TrainConfig, load_prior, load_training_data, train_prior
 
 __all__ = [
@@ -41,7 +40,6 @@ __all__ = [
     "params_to_x0",
     "reanchor",
     "sample",
-    "split_by_frame",
     "train_prior",
     "x0_to_params",
 ]
